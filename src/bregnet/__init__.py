@@ -1,0 +1,27 @@
+"""bregnet: facial affect computing with Bounded Residual Gradient Networks (BReG-Net, BReG-NeXt).
+
+Nothing here downloads anything; heavy modules load lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .models import create_model, list_models
+from .preprocess import PAPER_MEAN, Preprocess
+
+__all__ = ["PAPER_MEAN", "Predictor", "Preprocess", "__version__", "create_model", "list_models",
+           "load_checkpoint"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":
+        from .infer.predictor import Predictor
+
+        return Predictor
+    if name == "load_checkpoint":
+        from .engine.checkpoint import load_checkpoint
+
+        return load_checkpoint
+    raise AttributeError(f"module 'bregnet' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Gradient-flow study, reports and plots."""

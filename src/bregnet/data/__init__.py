@@ -1,0 +1,1 @@
+"""Data set readers, the synthetic default, transforms and the prepared cache."""

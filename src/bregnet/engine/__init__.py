@@ -1,0 +1,1 @@
+"""Training loop, evaluation, checkpoints, distributed set-up, configuration."""

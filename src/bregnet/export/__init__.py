@@ -1,0 +1,1 @@
+"""ONNX export and the converter for the official BReG-NeXt TensorFlow checkpoint."""

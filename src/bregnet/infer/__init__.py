@@ -1,0 +1,1 @@
+"""Face detection, alignment, the predictor, video streaming, tracking, writers."""

@@ -1,0 +1,18 @@
+"""Shortcut mappings, the residual unit, the network and the name registry."""
+
+from .network import BregNet, BregUnit
+from .registry import create_model, list_models, model_info, register_model
+from .shortcuts import SHORTCUTS, AdaptiveArctanShortcut, atan_ratio, make_shortcut
+
+__all__ = [
+    "SHORTCUTS",
+    "AdaptiveArctanShortcut",
+    "BregNet",
+    "BregUnit",
+    "atan_ratio",
+    "create_model",
+    "list_models",
+    "make_shortcut",
+    "model_info",
+    "register_model",
+]
