@@ -263,3 +263,24 @@ def test_gradient_at_input_of_110_layer_networks_is_finite_and_bounded():
         value = _input_grad_norm("resnet110", shortcut)
         assert math.isfinite(value)
         assert figure / 10 < value < figure * 10, (shortcut, value)
+
+
+@pytest.mark.parametrize("a,c", [(1.0, 1.0), (0.3, -0.7), (2.5, 0.0), (1e-3, 0.2)])
+def test_adaptive_custom_gradient_passes_gradcheck(a, c):
+    from bregnet.models.shortcuts import _AdaptiveArctanFn, _adaptive_scalars
+
+    x = (torch.randn(64, dtype=torch.float64) * 3).requires_grad_(True)
+    a_t = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    c_t = torch.tensor(c, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, a, c: _AdaptiveArctanFn.apply(x, *_adaptive_scalars(a, c)),
+                                    (x, a_t, c_t), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_adaptive_training_and_inference_paths_agree():
+    g = AdaptiveArctanShortcut(a=0.8, c=0.4)
+    x = torch.randn(2, 4, 8, 8) * 4
+    with torch.no_grad():
+        y_inf = g(x)
+    y_train = g(x.requires_grad_(True))
+    assert y_train.grad_fn is not None
+    torch.testing.assert_close(y_train.detach(), y_inf, rtol=1e-6, atol=1e-7)

@@ -1,0 +1,83 @@
+"""Turning a ``data`` config section into in-memory or memory-mapped :class:`ArrayDataset` splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.base import ArrayDataset
+from ..errors import DataError
+
+__all__ = ["label_mapping", "load_split", "remap_to_model"]
+
+
+def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> ArrayDataset:
+    """Load one split: from the prepared cache when ``data.cache`` is set (building it first if
+    it does not exist yet), else by decoding through the data set's reader."""
+    name = data_cfg["name"]
+    options = dict(data_cfg.get("options") or {})
+    sizes = data_cfg.get("sizes") or {}
+    if name == "synthetic" and split in sizes:
+        options["n"] = int(sizes[split])
+    cache = data_cfg.get("cache")
+    if cache:
+        from ..data.cache import open_cache, prepare_cache
+
+        split_dir = Path(cache) / split
+        if not (split_dir / "meta.json").is_file():
+            prepare_cache(name, data_cfg.get("root"), cache, splits=[split], progress=progress, **options)
+        return open_cache(cache, split)
+    if name == "synthetic":
+        from ..data.synthetic import make_synthetic
+
+        return make_synthetic(
+            int(options.pop("n", {"train": 20000}.get(split, 4000))),
+            seed=int(options.pop("seed", 0)), split=split, progress=progress, **options,
+        )
+    from ..data.registry import open_reader
+
+    if not data_cfg.get("root"):
+        raise DataError(f"data set {name!r} needs data.root (the folder holding its files)")
+    reader = open_reader(name, data_cfg["root"], split, **options)
+    ds, skipped = reader.to_arrays(progress=progress)
+    if skipped:
+        print(f"bregnet: skipped {len(skipped)} unreadable item(s) of {name}/{split}; "
+              f"first: {skipped[0][1]}")
+    if len(ds) == 0:
+        raise DataError(f"{name}/{split}: no usable items under {data_cfg['root']}")
+    return ds
+
+
+def label_mapping(model_labels: list[str], data_classes: list[str]) -> np.ndarray:
+    """For each data-set class, the index of the model output with the same name (by canonical
+    spelling, so FER2013's ``Angry`` meets AffectNet's ``Anger``), or -1 if the model lacks it."""
+    from ..data.registry import canonical_class
+
+    model_index = {canonical_class(n).lower(): i for i, n in enumerate(model_labels)}
+    return np.array([model_index.get(canonical_class(c).lower(), -1) for c in data_classes], np.int64)
+
+
+def remap_to_model(model_labels: list[str], ds_classes: list[str], labels: np.ndarray,
+                   probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Express predictions and labels in the classes both sides know, in the data set's order.
+
+    Returns (labels, probs renormalised over the shared classes, shared class names). Samples
+    whose class the model does not know are dropped (label -1).
+    """
+    mapping = label_mapping(model_labels, ds_classes)
+    if list(model_labels) == list(ds_classes):
+        return labels, probs, list(ds_classes)
+    shared = np.flatnonzero(mapping >= 0)
+    if len(shared) < 2:
+        raise DataError(f"model classes {model_labels} and data set classes {ds_classes} share "
+                        f"fewer than two names; cannot evaluate across them")
+    new_index = np.full(len(ds_classes), -1, np.int64)
+    new_index[shared] = np.arange(len(shared))
+    valid = labels >= 0
+    new_labels = np.full_like(labels, -1)
+    new_labels[valid] = new_index[labels[valid]]
+    sub = probs[:, mapping[shared]]
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+    return new_labels, sub, [ds_classes[i] for i in shared]

@@ -1,0 +1,531 @@
+"""The training loop: the paper's recipe, checkpoints that lose nothing, DDP, AMP on CUDA.
+
+Randomness is derived from (seed, epoch, step, rank) rather than carried in global RNG state,
+so a run interrupted at any step and resumed from ``last.state.pt`` produces, on the CPU, the
+same weights as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.base import ArrayDataset
+from ..errors import BregnetError
+from ..losses import build_loss
+from ..metrics import all_metrics
+from ..models import create_model
+from ..preprocess import Preprocess
+from .checkpoint import CheckpointMeta, atomic_write, load_checkpoint, save_checkpoint
+from .distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
+
+__all__ = ["Trainer", "TrainingDiverged", "predict_arrays", "staircase_lr"]
+
+LOWER_IS_BETTER = ("rmse", "loss")
+
+
+class TrainingDiverged(BregnetError):
+    """The loss became NaN or infinite; the last good checkpoint was left untouched."""
+
+
+def staircase_lr(base: float, step: int, decay: float, every: int) -> float:
+    """The paper's schedule: ``base * decay ** (step // every)``."""
+    return base * decay ** (step // every)
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (deterministic, no Python hash randomisation)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def _outputs(out: Any, task: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if task == "multitask":
+        return out[0], out[1]
+    if task == "dimensional":
+        return None, out
+    return out, None
+
+
+@torch.no_grad()
+def predict_arrays(model: nn.Module, ds: ArrayDataset, preprocess: Preprocess, task: str,
+                   batch_size: int = 256, device: torch.device | str = "cpu", tta_flip: bool = False,
+                   amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Class probabilities (N, K) and valence/arousal (N, 2) for every image of ``ds``.
+
+    ``tta_flip`` averages the predictions of each image and its mirror image.
+    """
+    model.eval()
+    device = torch.device(device)
+    probs, vas = [], []
+    for start in range(0, len(ds), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(ds)))
+        images, _, _ = ds.batch(idx)
+        x = preprocess.normalize(images.to(device, non_blocking=True))
+        views = [x, x.flip(3)] if tta_flip else [x]
+        p_sum, v_sum = None, None
+        for view in views:
+            ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+            with ctx:
+                logits, va = _outputs(model(view), task)
+            if logits is not None:
+                p = torch.softmax(logits.float(), dim=1)
+                p_sum = p if p_sum is None else p_sum + p
+            if va is not None:
+                v_sum = va.float() if v_sum is None else v_sum + va.float()
+        if p_sum is not None:
+            probs.append((p_sum / len(views)).cpu().numpy())
+        if v_sum is not None:
+            vas.append((v_sum / len(views)).cpu().numpy())
+    p_all = np.concatenate(probs).astype(np.float64) if probs else None
+    v_all = np.concatenate(vas).astype(np.float64) if vas else None
+    return p_all, v_all
+
+
+class Trainer:
+    """Train one model on one data set according to a config (see :mod:`bregnet.engine.config`).
+
+    Files in ``out_dir``: ``best.safetensors`` (+ ``.json``), ``last.safetensors`` and
+    ``last.state.pt`` (optimiser, step, history: for ``resume``), ``history.csv``, ``config.yaml``.
+    ``callbacks`` receive ``on_step(trainer, indices, loss)`` and ``on_epoch(trainer, row)``.
+    """
+
+    def __init__(self, cfg: dict[str, Any], out_dir: str | Path, train_ds: ArrayDataset,
+                 val_ds: ArrayDataset | None = None, device: str | None = None,
+                 callbacks: Sequence[Any] = (), progress: bool = True) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg["train"]
+        self.task = cfg["task"]
+        self.out_dir = Path(out_dir)
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.callbacks = list(callbacks)
+        self.dist, self.device = setup_distributed(device)
+        self.progress = progress and self.dist.is_main
+        self._check_data()
+        self.classes = list(train_ds.classes) if self.task != "dimensional" else []
+        self.preprocess = Preprocess()
+        self._build_model()
+        self._build_optimisation()
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self._stop_requested = False
+        self._running: list = [0.0, 0, 0]  # loss sum, correct, seen within the current epoch
+        self.status = "new"
+
+    # ------------------------------------------------------------------ set-up
+    def _check_data(self) -> None:
+        ds = self.train_ds
+        if len(ds) == 0:
+            raise BregnetError("the training split is empty")
+        if self.task in ("categorical", "multitask") and not ds.has_labels:
+            raise BregnetError(f"task {self.task} needs class labels but {ds.name}/{ds.split} has none")
+        if self.task in ("dimensional", "multitask") and not ds.has_va:
+            raise BregnetError(f"task {self.task} needs valence/arousal but {ds.name}/{ds.split} has none")
+
+    def _build_model(self) -> None:
+        mcfg = self.cfg["model"]
+        num_classes = len(self.classes) if self.task != "dimensional" else 0
+        try:
+            model = create_model(mcfg["name"], num_classes=num_classes, shortcut=mcfg.get("shortcut"),
+                                 va=self.task != "categorical", **(mcfg.get("args") or {}))
+        except (TypeError, ValueError) as exc:
+            raise BregnetError(f"cannot build model {mcfg['name']!r}: {exc}") from None
+        torch.manual_seed(_mix(self.tcfg["seed"], 7))  # identical init on every rank
+        model._init_weights()
+        if self.tcfg["sync_bn"] and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        cuda = self.device.type == "cuda"
+        self.channels_last = cuda if self.tcfg["channels_last"] == "auto" else bool(self.tcfg["channels_last"])
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model  # the plain module: checkpoints, evaluation
+        net: nn.Module = model
+        if self.dist.enabled:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if cuda else None)
+        if self.tcfg["compile"]:
+            net = torch.compile(net)
+        self.net = net
+        amp = self.tcfg["amp"]
+        self.amp_dtype: torch.dtype | None = None
+        if cuda and amp != "off":
+            if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+                self.amp_dtype = torch.bfloat16
+            else:
+                self.amp_dtype = torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _build_optimisation(self) -> None:
+        t = self.tcfg
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (decay if p.ndim > 1 else no_decay).append(p)  # conv/linear weights; not BN, bias, a, c
+        groups = [{"params": decay, "weight_decay": float(t["weight_decay"])},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        opt_cls = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(groups, lr=float(t["lr"]))
+        counts = self.train_ds.class_counts if self.task != "dimensional" else None
+        if counts is not None and (counts == 0).any():
+            missing = [c for c, n in zip(self.classes, counts) if n == 0]
+            print(f"bregnet: warning: no training samples for {', '.join(missing)}")
+        self.loss_fn = build_loss(
+            self.task, class_counts=counts,
+            weighting="none" if t["balanced_sampler"] else t["weighting"], loss=t["loss"],
+            va_loss=t["va_loss"], va_weight=float(t["va_weight"]), focal_gamma=float(t["focal_gamma"]),
+            focal_alpha=float(t["focal_alpha"]), beta=float(t["beta"]),
+            label_smoothing=float(t["label_smoothing"]),
+        ).to(self.device)
+        self.select_metric = t["select_metric"] or ("va_ccc_mean" if self.task == "dimensional" else "accuracy")
+        self.select_lower = self.select_metric.endswith(LOWER_IS_BETTER)
+
+    # ------------------------------------------------------------------ batches
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """This rank's sample indices for ``epoch`` (disjoint across ranks, equal length)."""
+        n = len(self.train_ds)
+        if self.tcfg["balanced_sampler"]:
+            from ..data.sampler import ClassBalancedSampler
+
+            sampler = ClassBalancedSampler(self.train_ds.labels, seed=int(self.tcfg["seed"]),
+                                           rank=self.dist.rank, world_size=self.dist.world_size)
+            sampler.set_epoch(epoch)
+            return np.fromiter(iter(sampler), dtype=np.int64)
+        g = torch.Generator().manual_seed(_mix(self.tcfg["seed"], epoch, 11))
+        perm = torch.randperm(n, generator=g).numpy()
+        per_rank = n // self.dist.world_size
+        return perm[self.dist.rank * per_rank:(self.dist.rank + 1) * per_rank]
+
+    def local_batch_size(self) -> int:
+        return max(1, self.tcfg["batch_size"] // self.dist.world_size)
+
+    def batches_per_epoch(self) -> int:
+        n_local = len(self.epoch_order(0)) if self.tcfg["balanced_sampler"] else \
+            len(self.train_ds) // self.dist.world_size
+        b = self.local_batch_size()
+        return max(1, n_local // b) if n_local >= b else 1
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.tcfg["augment"]:
+            return images
+        from ..data.transforms import PaperAugment
+
+        if not hasattr(self, "_augmenter"):
+            self._augmenter = PaperAugment()
+        g = torch.Generator(device=images.device).manual_seed(
+            _mix(self.tcfg["seed"], self.step, self.dist.rank, 13))
+        return self._augmenter(images, g)
+
+    # ------------------------------------------------------------------ state
+    def meta(self, metrics: dict[str, Any] | None = None) -> CheckpointMeta:
+        ds = self.train_ds
+        return CheckpointMeta.for_model(
+            self.model, self.classes, preprocess=self.preprocess,
+            dataset={"name": ds.name, "train_split": ds.split, "classes": list(ds.classes),
+                     "class_counts": [int(c) for c in ds.class_counts] if ds.classes else [],
+                     "n_train": len(ds), "synthetic": bool(ds.meta.get("synthetic", ds.name == "synthetic"))},
+            metrics=metrics or {}, recipe=self.cfg,
+            extra={"task": self.task, "epoch": self.epoch, "step": self.step},
+        )
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "history": self.history, "best_value": self.best_value, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "status": self.status, "running": list(self._running),
+        }
+
+    def save_last(self) -> None:
+        """Write ``last.safetensors`` and ``last.state.pt`` atomically (rank 0 only)."""
+        if not self.dist.is_main:
+            return
+        save_checkpoint(self.out_dir / "last.safetensors", self.model, self.meta(self._last_metrics()))
+        state = self._state()
+        atomic_write(self.out_dir / "last.state.pt", lambda tmp: torch.save(state, tmp))
+
+    def _last_metrics(self) -> dict[str, Any]:
+        return dict(self.history[-1]) if self.history else {}
+
+    def resume(self) -> None:
+        """Continue from ``out_dir/last.*``: same step, learning rate, optimiser state, data order."""
+        path = self.out_dir / "last.state.pt"
+        if not path.is_file():
+            raise BregnetError(f"nothing to resume: {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or foreign file: never unpickle arbitrary objects
+            raise BregnetError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+        model, _ = load_checkpoint(self.out_dir / "last.safetensors", map_location=self.device)
+        self.model.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        for key in ("step", "epoch", "step_in_epoch", "history", "best_value", "best_epoch", "bad_epochs"):
+            setattr(self, key, state[key])
+        self._running = list(state.get("running", [0.0, 0, 0]))
+        self.status = "resumed"
+
+    # ------------------------------------------------------------------ loop
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step, saving a resumable checkpoint."""
+        self._stop_requested = True
+
+    def _on_sigint(self, signum, frame) -> None:  # first Ctrl-C: stop cleanly; second: abort
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        print("\nbregnet: stopping after this step (Ctrl-C again to abort)...", flush=True)
+        self._stop_requested = True
+
+    def _done(self, t0: float) -> bool:
+        t = self.tcfg
+        if t["max_steps"] is not None and self.step >= t["max_steps"]:
+            return True
+        if t["max_time_s"] is not None and time.perf_counter() - t0 >= float(t["max_time_s"]):
+            return True
+        return False
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``epochs`` / ``max_steps`` / ``max_time_s`` / early stopping / Ctrl-C."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            import yaml
+
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        previous = None
+        try:
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            return self._loop()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _loop(self) -> dict[str, Any]:
+        t = self.tcfg
+        t0 = time.perf_counter()
+        bsz = self.local_batch_size()
+        tb = self._tensorboard()
+        while self.epoch < t["epochs"] and not self._done(t0) and not self._stop_requested:
+            order = self.epoch_order(self.epoch)
+            n_batches = self.batches_per_epoch()
+            bar = self._bar(n_batches)
+            if self.step_in_epoch == 0:
+                self._running = [0.0, 0, 0]
+            run_loss, run_correct, run_seen = self._running
+            self.net.train()
+            while self.step_in_epoch < n_batches:
+                if self._done(t0) or self._stop_requested:
+                    break
+                idx = order[self.step_in_epoch * bsz:(self.step_in_epoch + 1) * bsz]
+                loss, correct, seen = self._train_step(idx)
+                run_loss += loss * len(idx)
+                run_correct += correct
+                run_seen += seen
+                self._running = [run_loss, run_correct, run_seen]
+                for cb in self.callbacks:
+                    getattr(cb, "on_step", lambda *a: None)(self, idx, loss)
+                if bar is not None:
+                    post = {"loss": f"{run_loss / max(1, self.step_in_epoch * bsz):.3f}"}
+                    if run_seen:
+                        post["acc"] = f"{run_correct / run_seen:.3f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            done_batches = self.step_in_epoch
+            train_loss = run_loss / max(1, done_batches * bsz)
+            train_acc = run_correct / run_seen if run_seen else float("nan")
+            if done_batches < n_batches:  # interrupted or out of budget mid-epoch
+                if self._stop_requested:
+                    self.status = "interrupted"
+                    self.save_last()
+                else:  # budget spent: score what we have; resuming continues mid-epoch
+                    self.status = "budget"
+                    if done_batches:
+                        self._end_epoch(train_loss, train_acc, t0, partial=True)
+                    else:
+                        self.save_last()
+                break
+            row = self._end_epoch(train_loss, train_acc, t0)
+            if tb is not None:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        tb.add_scalar(k, v, self.epoch)
+            for cb in self.callbacks:
+                getattr(cb, "on_epoch", lambda *a: None)(self, row)
+            if t["early_stopping"] and self.bad_epochs >= int(t["early_stopping"]):
+                self.status = "early-stopped"
+                break
+        else:
+            self.status = "interrupted" if self._stop_requested else "finished"
+        if self.status in ("new", "resumed"):
+            self.status = "finished"
+        barrier(self.dist)
+        if tb is not None:
+            tb.close()
+        return {"status": self.status, "step": self.step, "epoch": self.epoch,
+                "best_epoch": self.best_epoch, "best_value": self.best_value,
+                "select_metric": self.select_metric, "out_dir": str(self.out_dir)}
+
+    def _bar(self, total: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.tcfg['epochs']}",
+                    unit="batch", leave=False, dynamic_ncols=True)
+
+    def _train_step(self, idx: np.ndarray) -> tuple[float, int, int]:
+        t = self.tcfg
+        lr = staircase_lr(float(t["lr"]), self.step, float(t["lr_decay"]), int(t["lr_decay_steps"]))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images, labels, va = self.train_ds.batch(idx)
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        va = va.to(self.device, non_blocking=True)
+        x = self.preprocess.normalize(self._augment(images))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with ctx:
+            out = self.net(x)
+            loss = self.loss_fn(out, labels, va)
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.step} (epoch {self.epoch + 1}); stopped. "
+                f"The last good checkpoint in {self.out_dir} is untouched; try a lower train.lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.step_in_epoch += 1
+        logits, _ = _outputs(out, self.task)
+        correct = seen = 0
+        if logits is not None:
+            valid = labels >= 0
+            correct = int((logits.detach().argmax(1) == labels)[valid].sum())
+            seen = int(valid.sum())
+        return float(loss.detach()), correct, seen
+
+    def evaluate(self, ds: ArrayDataset) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+        """All metrics of the model on ``ds`` (plus ``loss``)."""
+        probs, va_pred = predict_arrays(self.model, ds, self.preprocess, self.task,
+                                        self.tcfg["eval_batch_size"], self.device,
+                                        self.tcfg["tta_flip"], self.amp_dtype)
+        metrics = all_metrics(
+            y_true=ds.labels if probs is not None else None, probs=probs,
+            va_true=ds.va if va_pred is not None else None, va_pred=va_pred,
+            class_names=self.classes or None)
+        with torch.no_grad():
+            loss = self._loss_from_predictions(ds, probs, va_pred)
+        metrics["loss"] = loss
+        return metrics, probs, va_pred
+
+    def _loss_from_predictions(self, ds: ArrayDataset, probs, va_pred) -> float:
+        logits = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float() if probs is not None else None
+        va = torch.from_numpy(va_pred).float() if va_pred is not None else None
+        out = {"categorical": logits, "dimensional": va, "multitask": (logits, va)}[self.task]
+        loss_fn = self.loss_fn.to("cpu")
+        value = float(loss_fn(out, torch.from_numpy(ds.labels), torch.from_numpy(ds.va)))
+        self.loss_fn.to(self.device)
+        return value
+
+    def _end_epoch(self, train_loss: float, train_acc: float, t0: float,
+                   partial: bool = False) -> dict[str, Any]:
+        """Validate, record history, keep the best and the last checkpoint. ``partial``: the
+        epoch was cut short by a step or time budget (epoch counters are left as they are, so a
+        resumed run continues mid-epoch)."""
+        if not partial:
+            self.epoch += 1
+            self.step_in_epoch = 0
+        loss_t = all_reduce_mean(torch.tensor([train_loss, train_acc], dtype=torch.float64), self.dist)
+        row: dict[str, Any] = {
+            "epoch": self.epoch + (self.step_in_epoch / self.batches_per_epoch() if partial else 0),
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(loss_t[0]), "train_accuracy": float(loss_t[1]),
+            "time_s": round(time.perf_counter() - t0, 2),
+        }
+        improved = False
+        if self.val_ds is not None and self.dist.is_main:
+            metrics, _, _ = self.evaluate(self.val_ds)
+            row.update({f"val_{k}": v for k, v in metrics.items()
+                        if isinstance(v, (int, float)) and "/" not in k})
+            value = metrics.get(self.select_metric)
+            if value is not None and math.isfinite(value):
+                better = (self.best_value is None or
+                          (value < self.best_value if self.select_lower else value > self.best_value))
+                if better:
+                    self.best_value, self.best_epoch, improved = float(value), self.epoch, True
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        self.history.append(row)
+        if self.dist.is_main:
+            self._write_history()
+            if improved or self.val_ds is None:
+                save_checkpoint(self.out_dir / "best.safetensors", self.model, self.meta(row))
+            self.save_last()
+            if self.progress:
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                  if k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                           "val_f1_macro", "val_va_ccc_mean"))
+                print(f"epoch {self.epoch}: {shown}{' (best)' if improved else ''}", flush=True)
+        bad = torch.tensor([self.bad_epochs], dtype=torch.float64)
+        if self.dist.enabled:  # every rank follows rank 0's early-stopping count
+            torch.distributed.broadcast(bad, src=0)
+            self.bad_epochs = int(bad.item())
+        return row
+
+    def _write_history(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(self.history)
+
+        atomic_write(self.out_dir / "history.csv", write)
+
+    def _tensorboard(self):
+        if not (self.tcfg["log_tensorboard"] and self.dist.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed: CSV only
+            return None
+        return SummaryWriter(str(self.out_dir / "tb"))
+
+
+def build_trainer(cfg: dict[str, Any], out_dir: str | Path, device: str | None = None,
+                  progress: bool = True, callbacks: Sequence[Any] = ()) -> Trainer:
+    """Load the configured data splits and make a :class:`Trainer`."""
+    from .data import load_split
+
+    train_ds = load_split(cfg["data"], cfg["data"]["train_split"], progress=progress)
+    val_split = cfg["data"].get("val_split")
+    val_ds = load_split(cfg["data"], val_split, progress=progress) if val_split else None
+    return Trainer(cfg, out_dir, train_ds, val_ds, device=device, progress=progress, callbacks=callbacks)
+
+
+Callback = Callable[..., None]
