@@ -457,6 +457,7 @@ class Trainer:
         if not partial:
             self.epoch += 1
             self.step_in_epoch = 0
+        self._sync_buffers()
         loss_t = all_reduce_mean(torch.tensor([train_loss, train_acc], dtype=torch.float64), self.dist)
         row: dict[str, Any] = {
             "epoch": self.epoch + (self.step_in_epoch / self.batches_per_epoch() if partial else 0),
@@ -493,6 +494,15 @@ class Trainer:
             torch.distributed.broadcast(bad, src=0)
             self.bad_epochs = int(bad.item())
         return row
+
+    def _sync_buffers(self) -> None:
+        """Average batch-norm running statistics over ranks, so every rank (and the checkpoint)
+        holds the same model; DDP only broadcasts them before each forward pass."""
+        if not self.dist.enabled:
+            return
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                buf.copy_(all_reduce_mean(buf, self.dist))
 
     def _write_history(self) -> None:
         keys: list[str] = []
