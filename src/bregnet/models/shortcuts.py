@@ -95,35 +95,34 @@ def _adaptive_scalars(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, t
 class _AdaptiveArctanFn(torch.autograd.Function):
     """g(x) = arctan(u x) / (u s2) with hand-written, cancellation-free gradients.
 
-    Forward is three element-wise passes; backward uses dg/dx = 1 / (s2 (1 + z^2)), z = u x, and
-    dg/du = x^2 R(z) / s2 with R(z) = (z / (1 + z^2) - arctan z) / z^2, evaluated by its Taylor
-    series where |z| < 0.1 (the direct formula loses digits there). This costs far fewer
-    element-wise passes than autograd through :func:`atan_ratio`, which matters on CPUs.
+    With z = u x and t = arctan z:  dg/dx = 1 / (s2 (1 + z^2)),
+    dg/du = r(z) / (u^2 s2) with r(z) = z / (1 + z^2) - t, evaluated by its Taylor series
+    -2z^3/3 + 4z^5/5 where |z| < 0.1 (the direct difference loses digits there), and
+    dg/ds2 = -g / s2. About 17 element-wise passes instead of ~70 for autograd through
+    :func:`atan_ratio`, which matters on CPUs.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, u: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, u, s2)
-        return torch.atan(x * u) * (1.0 / (u * s2))
+        t = torch.atan(x * u)
+        ctx.save_for_backward(x, t, u, s2)
+        return t * (1.0 / (u * s2))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, u, s2 = ctx.saved_tensors
+        x, t, u, s2 = ctx.saved_tensors
         z = x * u
         z2 = z * z
-        inv = torch.reciprocal(1.0 + z2)
-        grad_x = grad * (inv / s2) if ctx.needs_input_grad[0] else None
+        inv = torch.reciprocal(z2 + 1.0)
+        grad_x = grad * inv * (1.0 / s2) if ctx.needs_input_grad[0] else None
         grad_u = grad_s2 = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            small = z2 < 1e-2
-            series = z * (-2.0 / 3.0 + z2 * (0.8 - z2 * (6.0 / 7.0)))
-            direct = (z * inv - torch.atan(z)) / torch.where(small, torch.ones_like(z2), z2)
-            r = torch.where(small, series, direct)
-            gx2 = grad * x * x
-            grad_u = (gx2 * r).sum() / s2 if ctx.needs_input_grad[1] else None
-            if ctx.needs_input_grad[2]:  # y = h(u, x) / s2  ->  dy/ds2 = -y / s2
-                y = torch.atan(z) / (u * s2)
-                grad_s2 = -(grad * y).sum() / s2
+        g = grad.reshape(-1)
+        if ctx.needs_input_grad[1]:
+            series = z * z2 * (z2 * 0.8 - 2.0 / 3.0)
+            r = torch.where(z2 < 1e-2, series, z * inv - t)
+            grad_u = torch.dot(g, r.reshape(-1)) / (u * u * s2)
+        if ctx.needs_input_grad[2]:
+            grad_s2 = -torch.dot(g, t.reshape(-1)) / (u * s2 * s2)
         return grad_x, grad_u, grad_s2
 
 
