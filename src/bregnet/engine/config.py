@@ -159,6 +159,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check values whose mistakes would only show deep inside a run."""
     t = cfg["train"]
+    if isinstance(t["amp"], bool):  # YAML reads off/on as booleans
+        t["amp"] = "auto" if t["amp"] else "off"
     if cfg["task"] not in ("categorical", "dimensional", "multitask"):
         raise BregnetError(f"task must be categorical, dimensional or multitask, not {cfg['task']!r}")
     for key in ("batch_size", "epochs", "lr_decay_steps", "eval_batch_size"):

@@ -1,0 +1,106 @@
+"""``bregnet predict``: per-face emotions and valence/arousal for images, folders, videos, a webcam."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+examples:
+  bregnet predict best.safetensors photo.jpg
+  bregnet predict best.safetensors photos/ -o faces.csv -o faces.jsonl --annotate out/
+  bregnet predict model.onnx clip.mp4 --fps 5 --smooth 0.6 -o clip.csv --annotate out/
+  bregnet predict best.safetensors --webcam 0 --max-frames 300 -o cam.jsonl
+
+Output columns: source, frame, time_s, face_id, x, y, w, h, det_score, label, p_<class>...,
+valence, arousal (label/p_* only for a categorical model, valence/arousal only with that head).
+Unreadable images are reported on stderr and skipped.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="run a model on images, folders, videos or a webcam",
+        description="Detect faces, crop them as the model was trained (checkpoint metadata) and "
+                    "write per-face emotion probabilities and valence/arousal as CSV/JSONL.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a .safetensors checkpoint, a run folder, or an exported .onnx")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders (searched recursively) and video files")
+    p.add_argument("--webcam", type=int, metavar="INDEX", help="read from this camera")
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", action="append", metavar="PATH",
+                   help="write records to PATH (.csv or .jsonl; '-' = CSV on stdout); repeatable. "
+                        "Default: CSV on stdout")
+    g.add_argument("--keep-empty", action="store_true",
+                   help="also write a row (empty face fields) for images/frames without a face")
+    g.add_argument("--annotate", metavar="DIR",
+                   help="write annotated images/videos (boxes, labels, valence/arousal marker) and "
+                        "a timeline plot per video into DIR")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    g = p.add_argument_group("model")
+    g.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="PyTorch or ONNX Runtime (an .onnx file always uses ONNX Runtime)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    g.add_argument("--batch-size", type=int, default=32, help="faces per model call (default 32)")
+    g.add_argument("--threads", type=int, help="CPU threads for the model")
+    g = p.add_argument_group("faces")
+    g.add_argument("--detector", choices=("yunet", "haar", "none"), default="yunet",
+                   help="yunet (default, 5 landmarks), haar (OpenCV cascade) or none (inputs are "
+                        "face crops)")
+    g.add_argument("--det-threshold", type=float, help="minimum detection score (default 0.5)")
+    g.add_argument("--det-max-side", type=int,
+                   help="downscale images whose longest side exceeds this for detection "
+                        "(default 640)")
+    g.add_argument("--min-face", type=int, help="ignore faces smaller than this many pixels")
+    g.add_argument("--no-align", action="store_true",
+                   help="do not level the eyes even if the checkpoint's crop policy says so")
+    g.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    g = p.add_argument_group("video")
+    s = g.add_mutually_exclusive_group()
+    s.add_argument("--every", type=int, default=1, metavar="N", help="keep every N-th frame")
+    s.add_argument("--fps", type=float, help="keep about this many frames per second")
+    g.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    g.add_argument("--no-track", action="store_true",
+                   help="no tracking: face_id is the index within each frame")
+    g.add_argument("--smooth", type=float, default=0.0, metavar="A",
+                   help="exponential smoothing per tracked face, s = A*s + (1-A)*x, 0 <= A < 1 "
+                        "(default 0: off)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import BregnetError
+    from ..infer.pipeline import run_predictions
+    from ..infer.predictor import Predictor
+
+    if not args.inputs and args.webcam is None:
+        raise BregnetError("give at least one INPUT (image, folder, video) or --webcam INDEX")
+    if args.batch_size < 1:
+        raise BregnetError("--batch-size must be at least 1")
+    if not 0.0 <= args.smooth < 1.0:
+        raise BregnetError("--smooth must be in [0, 1)")
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, detector=args.detector, device=args.device, backend=args.backend,
+        batch_size=args.batch_size, threads=args.threads, align=False if args.no_align else None,
+        detector_options=None if args.detector == "none" else {
+            "score_threshold": args.det_threshold, "max_side": args.det_max_side,
+            "min_size": args.min_face},
+    )
+    outputs = args.output or ["-"]
+    summary = run_predictions(
+        predictor, args.inputs, outputs, webcam=args.webcam, keep_empty=args.keep_empty,
+        annotate_dir=args.annotate, recursive=not args.no_recursive,
+        progress=not args.quiet and sys.stderr.isatty(),
+        every=args.every, fps=args.fps, max_frames=args.max_frames, track=not args.no_track,
+        smooth=args.smooth)
+    if not args.quiet:
+        where = ", ".join("stdout" if str(o) == "-" else str(o) for o in outputs)
+        line = (f"bregnet predict: {summary.faces} face(s) in {summary.frames} image(s)/frame(s); "
+                f"{summary.rows} row(s) to {where}")
+        if summary.skipped:
+            line += f"; {len(summary.skipped)} unreadable input(s) skipped"
+        if args.annotate:
+            line += f"; annotations in {args.annotate}"
+        print(line, file=sys.stderr)
+    return 0

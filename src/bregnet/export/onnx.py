@@ -1,0 +1,286 @@
+"""ONNX export with the checkpoint's metadata inside, and an ONNX Runtime backend.
+
+The exported graph has one input ``input`` (N, 3, S, S) float32, already normalised exactly as the
+checkpoint's preprocessing says, and the outputs ``logits`` (N, K) and/or ``va`` (N, 2) in [-1, 1],
+depending on the model's heads. The batch axis is dynamic unless asked otherwise. The checkpoint
+metadata (labels, preprocessing, crop policy, model name and arguments) is stored as JSON under the
+``bregnet`` key of the model's ``metadata_props``, so an ``.onnx`` file is self-describing:
+``Predictor.from_checkpoint("model.onnx")`` needs nothing else.
+
+Export works offline. The default ``exporter="auto"`` uses the torch.export-based exporter
+(``dynamo=True``, needs ``onnxscript``) and falls back to the TorchScript exporter when that is not
+installed or fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BregnetError, CheckpointError
+
+__all__ = [
+    "OnnxBackend",
+    "export_onnx",
+    "max_abs_diff",
+    "output_names",
+    "read_onnx_metadata",
+]
+
+METADATA_KEY = "bregnet"
+DEFAULT_OPSET = 18
+
+
+def output_names(model: Any) -> list[str]:
+    """Names of the graph outputs for a model with these heads."""
+    names = []
+    if getattr(model, "num_classes", 0):
+        names.append("logits")
+    if getattr(model, "has_va", False):
+        names.append("va")
+    return names
+
+
+def _export_dynamo(model, example, path: Path, opset: int, dynamic_batch: bool,
+                   outputs: list[str]) -> None:
+    import torch
+
+    kwargs: dict[str, Any] = {}
+    if dynamic_batch:
+        kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1)}}
+    # The exporter logs a warning per missing torchvision op; irrelevant here.
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamo=True,
+                                        opset_version=max(opset, 18), input_names=["input"],
+                                        output_names=outputs, external_data=False, verbose=False,
+                                        **kwargs)
+    finally:
+        log.setLevel(level)
+    program.save(str(path), external_data=False)
+
+
+def _export_legacy(model, example, path: Path, opset: int, dynamic_batch: bool,
+                   outputs: list[str]) -> None:
+    import torch
+
+    axes = None
+    if dynamic_batch:
+        axes = {"input": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=outputs, dynamic_axes=axes,
+                          do_constant_folding=True)
+
+
+def export_onnx(
+    source: Any,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    meta: Any = None,
+    exporter: str = "auto",
+    check: bool = True,
+) -> Path:
+    """Export a checkpoint (path) or a ``(model, meta)`` pair to an ONNX file at ``path``.
+
+    ``source`` is a checkpoint path, or a model (then ``meta``, a ``CheckpointMeta``, is needed for
+    the metadata; without it a minimal one is built from the model). ``exporter`` is ``auto`` |
+    ``dynamo`` | ``legacy``. With ``check`` the file is validated with ``onnx.checker``.
+    Returns the written path (written atomically).
+    """
+    import torch
+
+    from ..engine.checkpoint import CheckpointMeta, atomic_write, load_checkpoint
+
+    try:
+        import onnx
+    except ImportError:
+        raise BregnetError("ONNX export needs the 'onnx' package: pip install 'bregnet[onnx]'") from None
+
+    if isinstance(source, (str, os.PathLike)):
+        model, meta = load_checkpoint(source)
+    else:
+        model = source
+        if meta is None:
+            labels = [f"class_{i}" for i in range(getattr(model, "num_classes", 0))]
+            meta = CheckpointMeta.for_model(model, labels)
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    was_training = model.training
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    model = model.eval().to("cpu")
+    size = int(meta.preprocess.input_size)
+    outputs = output_names(model)
+    if exporter not in ("auto", "dynamo", "legacy"):
+        raise BregnetError(f"unknown exporter {exporter!r}; choose auto, dynamo or legacy")
+    # batch 2 for a dynamic axis (a batch of 1 may get specialised), 1 for a static one
+    example = torch.zeros(2 if dynamic_batch else 1, 3, size, size)
+    path = Path(path)
+
+    def write(tmp: str) -> None:
+        tmp_path = Path(tmp)
+        errors = []
+        used = ""
+        order = {"auto": ("dynamo", "legacy"), "dynamo": ("dynamo",), "legacy": ("legacy",)}[exporter]
+        for kind in order:
+            try:
+                if kind == "dynamo":
+                    import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+
+                    _export_dynamo(model, example, tmp_path, opset, dynamic_batch, outputs)
+                else:
+                    _export_legacy(model, example, tmp_path, min(opset, 20), dynamic_batch, outputs)
+                used = kind
+                break
+            except Exception as exc:  # noqa: BLE001 - try the next exporter, report all
+                text = str(exc).strip()
+                errors.append(f"{kind}: {text.splitlines()[0] if text else type(exc).__name__}")
+        else:
+            raise BregnetError("ONNX export failed (" + "; ".join(errors) + ")")
+        proto = onnx.load(str(tmp_path), load_external_data=True)
+        del proto.metadata_props[:]
+        doc = meta.to_dict()
+        for key, value in ((METADATA_KEY, json.dumps(doc, sort_keys=True)),
+                           ("labels", json.dumps(list(meta.labels))),
+                           ("model_name", str(meta.model_name)),
+                           ("exporter", f"torch {torch.__version__} {used}")):
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "bregnet"
+        proto.doc_string = (f"bregnet {meta.model_name}: input 'input' (N,3,{size},{size}) float32 "
+                            f"normalised per the 'bregnet' metadata; outputs {', '.join(outputs)}")
+        if check:
+            onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp_path))
+
+    try:
+        atomic_write(path, write)
+    finally:
+        model.train(was_training).to(device)
+    return path
+
+
+def _load_proto_metadata(path: Path) -> dict[str, str]:
+    try:
+        import onnx
+    except ImportError:
+        raise BregnetError("reading ONNX files needs the 'onnx' package") from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise CheckpointError(f"cannot read ONNX model {path}: {type(exc).__name__}") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_onnx_metadata(path: str | os.PathLike):
+    """The ``CheckpointMeta`` stored in an ONNX file written by :func:`export_onnx`."""
+    from ..engine.checkpoint import CheckpointMeta
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"ONNX model not found: {p}")
+    props = _load_proto_metadata(p)
+    raw = props.get(METADATA_KEY)
+    if raw is None:
+        raise CheckpointError(f"{p} is an ONNX model without bregnet metadata (export it with "
+                              "'bregnet export --onnx')")
+    try:
+        return CheckpointMeta.from_dict(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"corrupt bregnet metadata in {p}: {exc}") from None
+
+
+class OnnxBackend:
+    """Runs an exported model with ONNX Runtime: ``run(x) -> (logits or None, va or None)``."""
+
+    def __init__(self, model: str | os.PathLike | bytes, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BregnetError("--backend onnx needs 'onnxruntime': pip install 'bregnet[onnx]'") from None
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        # Worker threads that spin between runs steal the CPU from the face detector, which runs
+        # between model calls in the predictor; sleeping costs nothing measurable here.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BregnetError("onnxruntime here has no CUDA provider; use --device cpu")
+            providers.insert(0, "CUDAExecutionProvider")
+        src = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(src, sess_options=opts, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot load ONNX model: {first}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.device = device
+        # an export with a static batch axis: feed exactly that many rows (padding the last chunk)
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        x = np.ascontiguousarray(x, np.float32)
+        b = self.fixed_batch
+        if b is None or len(x) == b:
+            out = self._run(x)
+        else:
+            parts: dict[str, list[np.ndarray]] = {n: [] for n in self.output_names}
+            for i in range(0, len(x), b):
+                chunk = x[i:i + b]
+                n = len(chunk)
+                if n < b:
+                    chunk = np.concatenate([chunk, np.zeros((b - n,) + x.shape[1:], np.float32)])
+                for name, val in self._run(chunk).items():
+                    parts[name].append(val[:n])
+            out = {k: np.concatenate(v) if v else np.zeros((0,), np.float32) for k, v in parts.items()}
+        return out.get("logits"), out.get("va")
+
+    @classmethod
+    def from_model(cls, model: Any, meta: Any, device: str = "cpu", threads: int | None = None,
+                   exporter: str = "auto") -> "OnnxBackend":
+        """Export ``model`` to a temporary file and open it (for ``--backend onnx`` on a checkpoint)."""
+        with tempfile.TemporaryDirectory(prefix="bregnet-onnx-") as tmp:
+            path = export_onnx(model, Path(tmp) / "model.onnx", meta=meta, exporter=exporter,
+                               check=False)
+            data = path.read_bytes()
+        return cls(data, device=device, threads=threads)
+
+
+def max_abs_diff(model: Any, onnx_path: str | os.PathLike, inputs: np.ndarray) -> float:
+    """Largest absolute difference between PyTorch and ONNX Runtime outputs on ``inputs``
+    (float32 NCHW, already normalised)."""
+    import torch
+
+    backend = OnnxBackend(onnx_path)
+    model = model.eval()
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(np.ascontiguousarray(inputs, np.float32)))
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    got = [o for o in backend.run(inputs) if o is not None]
+    if len(got) != len(ref):
+        raise BregnetError(f"ONNX model has {len(got)} outputs, PyTorch model {len(ref)}")
+    return max(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got))

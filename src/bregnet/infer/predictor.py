@@ -1,0 +1,426 @@
+"""The predictor: detect faces, crop them the way the model was trained, run the model in batches.
+
+>>> from bregnet import Predictor
+>>> p = Predictor.from_checkpoint("runs/affectnet/best.safetensors")      # doctest: +SKIP
+>>> for face in p.predict_image(rgb):                                      # doctest: +SKIP
+...     print(face.face_id, face.box, face.label, face.va)
+
+Everything the input needs comes from the checkpoint's metadata: label names (output order), input
+size, normalisation and the face-crop policy (margin, square, align). Faces are batched across
+images and video frames (``batch_size`` crops per model call); results come back in input order.
+Video is streamed (:mod:`bregnet.infer.video`) so memory stays flat whatever its length; faces get
+stable IDs across frames (:mod:`bregnet.infer.tracking`) and, optionally, exponentially smoothed
+probabilities and valence/arousal.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import BregnetError, CheckpointError, DataError
+from .align import crop_face
+from .detect import Detection, FaceDetector, make_detector
+from .results import FaceResult, FrameResult, record_columns
+from .tracking import IoUTracker, Smoother
+from .video import VideoReader, is_video_path
+
+__all__ = ["Predictor", "TorchBackend", "expand_inputs", "softmax"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _image_extensions() -> tuple[str, ...]:
+    from ..data.image_io import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = True
+                  ) -> list[tuple[Path, Path | None]]:
+    """Files to process as ``(path, root)`` pairs, in order: a file stands for itself (root None);
+    a folder for the images in it (and in its sub-folders when ``recursive``), sorted, with the
+    folder as root. Raises BregnetError for a path that does not exist."""
+    exts = _image_extensions()
+    out: list[tuple[Path, Path | None]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            files = sorted(f for f in it if f.is_file() and f.suffix.lower() in exts)
+            out.extend((f, p) for f in files)
+        elif p.exists():
+            out.append((p, None))
+        else:
+            raise BregnetError(f"input not found: {p}")
+    return out
+
+
+class TorchBackend:
+    """Runs the PyTorch model: ``run(x) -> (logits or None, va or None)`` on float32 NCHW numpy."""
+
+    def __init__(self, model: Any, device: str = "cpu") -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.num_classes = int(getattr(model, "num_classes", 0))
+        self.has_va = bool(getattr(model, "has_va", False))
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(x).to(self.device))
+        if isinstance(out, tuple):
+            return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+        out = out.float().cpu().numpy()
+        return (out, None) if self.num_classes else (None, out)
+
+
+@dataclass
+class _Pending:
+    result: FrameResult
+    dets: list[Detection]
+    ids: list[int]
+    n: int
+
+
+class Predictor:
+    """Face detection + model + (for video) tracking and smoothing. See the module docstring.
+
+    ``backend`` is an object with ``run(x) -> (logits, va)`` (:class:`TorchBackend` or
+    :class:`bregnet.export.onnx.OnnxBackend`); ``meta`` the checkpoint's ``CheckpointMeta``.
+    ``align`` overrides the checkpoint's crop policy (None keeps it). ``timings`` accumulates
+    seconds per stage (decode, detect, crop, model, post) for profiling.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        meta: Any,
+        detector: str | FaceDetector = "yunet",
+        batch_size: int = 32,
+        align: bool | None = None,
+        detector_options: dict[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise BregnetError(f"batch size must be at least 1, got {batch_size}")
+        self.backend = backend
+        self.meta = meta
+        self.preprocess = meta.preprocess
+        self.labels: list[str] = list(meta.labels) if int(meta.model_args.get(
+            "num_classes", len(meta.labels))) > 0 else []
+        self.has_va = bool(meta.va)
+        self.detector = make_detector(detector, **(detector_options or {}))
+        self.batch_size = int(batch_size)
+        policy = self.preprocess.crop
+        if align is not None:
+            from dataclasses import replace
+
+            policy = replace(policy, align=bool(align))
+        self.crop_policy = policy
+        self.input_size = int(self.preprocess.input_size)
+        self.timings: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.problems: list[str] = []
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        detector: str | FaceDetector = "yunet",
+        device: str = "cpu",
+        backend: str = "torch",
+        batch_size: int = 32,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> "Predictor":
+        """Load a ``.safetensors`` checkpoint (or a run folder holding one) or an ``.onnx`` file
+        written by ``bregnet export``. ``backend`` is ``torch`` or ``onnx`` (an ``.onnx`` file
+        always uses ONNX Runtime; a checkpoint with ``backend="onnx"`` is exported in memory
+        first). Other keyword arguments go to the constructor."""
+        p = Path(path)
+        if backend not in ("torch", "onnx"):
+            raise BregnetError(f"unknown backend {backend!r}; choose torch or onnx")
+        if p.suffix.lower() == ".onnx":
+            from ..export.onnx import OnnxBackend, read_onnx_metadata
+
+            meta = read_onnx_metadata(p)
+            run = OnnxBackend(p, device=device, threads=threads)
+            if run.input_name != "input" or not set(run.output_names) <= {"logits", "va"}:
+                raise CheckpointError(f"{p} does not have the inputs/outputs of a bregnet export")
+            return cls(run, meta, detector=detector, batch_size=batch_size, **kwargs)
+
+        from ..engine.checkpoint import load_checkpoint
+
+        if p.is_file() and p.suffix.lower() not in (".safetensors", ".st"):
+            raise CheckpointError(f"{p} is not a bregnet checkpoint (.safetensors or .onnx)")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        model, meta = load_checkpoint(p)
+        if model.num_classes and len(meta.labels) != model.num_classes:
+            raise CheckpointError(f"{p}: {len(meta.labels)} label names for a model with "
+                                  f"{model.num_classes} classes")
+        if backend == "onnx":
+            from ..export.onnx import OnnxBackend
+
+            run: Any = OnnxBackend.from_model(model, meta, device=device, threads=threads)
+        else:
+            run = TorchBackend(model, device)
+        return cls(run, meta, detector=detector, batch_size=batch_size, **kwargs)
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def columns(self) -> list[str]:
+        """Record columns this model produces (see :mod:`bregnet.infer.writers`)."""
+        return record_columns(self.labels, self.has_va)
+
+    def reset_timings(self) -> None:
+        self.timings.clear()
+        self.counts.clear()
+
+    # -- the model on crops ---------------------------------------------------------------
+    def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray]
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Face crops ``(N, S, S, 3)`` uint8 RGB (S = the checkpoint's input size) ->
+        ``(probabilities (N, K) or None, valence/arousal (N, 2) or None)``."""
+        n = len(crops)
+        probs_out: list[np.ndarray] = []
+        va_out: list[np.ndarray] = []
+        t0 = time.perf_counter()
+        for i in range(0, n, self.batch_size):
+            batch = np.stack(crops[i:i + self.batch_size]) if not isinstance(crops, np.ndarray) \
+                else crops[i:i + self.batch_size]
+            if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+                raise BregnetError(f"crops must be uint8 (N, H, W, 3), got {batch.dtype} {batch.shape}")
+            if self.preprocess.color.upper() == "BGR":
+                batch = batch[..., ::-1]
+            x = self.preprocess.normalize_numpy(batch)
+            logits, va = self.backend.run(x)
+            if self.labels:
+                if logits is None:
+                    raise CheckpointError("the model returned no class scores")
+                probs_out.append(softmax(logits))
+            if self.has_va:
+                if va is None:
+                    raise CheckpointError("the model returned no valence/arousal")
+                va_out.append(np.asarray(va, np.float32))
+        self.timings["model"] += time.perf_counter() - t0
+        self.counts["faces"] += n
+        k = len(self.labels)
+        probs = (np.concatenate(probs_out) if probs_out else np.zeros((0, k), np.float32)) \
+            if self.labels else None
+        va_arr = (np.concatenate(va_out) if va_out else np.zeros((0, 2), np.float32)) \
+            if self.has_va else None
+        return probs, va_arr
+
+    def crop(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
+        """The model-input crop of one detection."""
+        return crop_face(rgb, det.box, self.input_size, self.crop_policy, det.landmarks)
+
+    def _detect_and_crop(self, rgb: np.ndarray) -> tuple[list[Detection], list[np.ndarray]]:
+        t0 = time.perf_counter()
+        dets = self.detector.detect(rgb)
+        t1 = time.perf_counter()
+        crops = [self.crop(rgb, d) for d in dets]
+        t2 = time.perf_counter()
+        self.timings["detect"] += t1 - t0
+        self.timings["crop"] += t2 - t1
+        return dets, crops
+
+    # -- batching -------------------------------------------------------------------------
+    def _batched(self, items: Iterable[tuple[FrameResult, list[Detection], list[int],
+                                             list[np.ndarray]]],
+                 max_pending: int, smoother: Smoother | None = None) -> Iterator[FrameResult]:
+        """Run the model over the crops of many frames at once; yield frames in order."""
+        pending: deque[_Pending] = deque()
+        crops: list[np.ndarray] = []
+
+        def flush() -> Iterator[FrameResult]:
+            probs, va = self.predict_crops(crops) if crops else (None, None)
+            t0 = time.perf_counter()
+            k = 0
+            out = []
+            while pending:
+                item = pending.popleft()
+                res = item.result
+                for j, det in enumerate(item.dets):
+                    p = None if probs is None else probs[k + j]
+                    v = None if va is None else va[k + j]
+                    if smoother is not None:
+                        sm = smoother(item.ids[j], probs=p, va=v)
+                        p, v = sm["probs"], sm["va"]
+                    label = self.labels[int(np.argmax(p))] if p is not None else None
+                    res.faces.append(FaceResult(res.source, res.frame, res.time_s, item.ids[j],
+                                                tuple(float(c) for c in det.box), det.score,
+                                                label, p, v, det.landmarks))
+                k += item.n
+                out.append(res)
+            crops.clear()
+            self.timings["post"] += time.perf_counter() - t0
+            yield from out
+
+        for result, dets, ids, face_crops in items:
+            pending.append(_Pending(result, dets, ids, len(face_crops)))
+            crops.extend(face_crops)
+            if len(crops) >= self.batch_size or len(pending) >= max_pending:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    # -- images ---------------------------------------------------------------------------
+    def predict_image(self, rgb: np.ndarray, source: str = "<image>") -> list[FaceResult]:
+        """Faces in one RGB uint8 image, left to right; ``face_id`` is the index. No face: []."""
+        dets, crops = self._detect_and_crop(rgb)
+        item = (FrameResult(source, 0, 0.0), dets, list(range(len(dets))), crops)
+        return next(iter(self._batched([item], max_pending=1))).faces
+
+    def _image_items(self, paths: Sequence[Path], keep_images: bool, bar: Any):
+        from ..data.image_io import read_image
+
+        for path in paths:
+            t0 = time.perf_counter()
+            try:
+                rgb = read_image(path, apply_exif=True)
+            except DataError as exc:
+                self.timings["decode"] += time.perf_counter() - t0
+                msg = str(exc)
+                self.problems.append(f"skipped: {msg}")
+                if bar is not None:
+                    bar.update(1)
+                yield FrameResult(str(path), 0, 0.0, error=msg), [], [], []
+                continue
+            self.timings["decode"] += time.perf_counter() - t0
+            self.counts["frames"] += 1
+            dets, crops = self._detect_and_crop(rgb)
+            res = FrameResult(str(path), 0, 0.0, image=rgb if keep_images else None)
+            if bar is not None:
+                bar.update(1)
+            yield res, dets, list(range(len(dets))), crops
+
+    def predict_paths(
+        self,
+        inputs: Sequence[str | os.PathLike],
+        recursive: bool = True,
+        keep_images: bool = False,
+        progress: bool = False,
+        **video_options: Any,
+    ) -> Iterator[FrameResult]:
+        """Image files, folders (images inside, recursively) and video files, in the order given.
+
+        Yields one :class:`FrameResult` per image (``frame`` 0, ``time_s`` 0) or sampled video
+        frame. An unreadable image yields a result with ``error`` set (and is listed in
+        :attr:`problems`); the rest go on. ``video_options`` go to :meth:`predict_video`.
+        """
+        files = expand_inputs(inputs, recursive)
+        run: list[Path] = []
+
+        def images(paths: list[Path]) -> Iterator[FrameResult]:
+            from tqdm.auto import tqdm
+
+            # kept images can be large photos: hold fewer of them while a batch fills
+            pending = min(self.batch_size, 4) if keep_images else self.batch_size
+            with tqdm(total=len(paths), unit="img", disable=not progress or len(paths) < 2,
+                      desc="images", leave=False) as bar:
+                yield from self._batched(self._image_items(paths, keep_images, bar),
+                                         max_pending=pending)
+
+        for path, root in files:
+            if is_video_path(path):
+                if run:
+                    yield from images(run)
+                    run = []
+                video_options.setdefault("skip_unreadable", True)
+                yield from self.predict_video(path, keep_frames=keep_images, progress=progress,
+                                              **video_options)
+            else:
+                run.append(path)
+        if run:
+            yield from images(run)
+
+    # -- video ----------------------------------------------------------------------------
+    def predict_video(
+        self,
+        source: str | os.PathLike | int,
+        every: int = 1,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        track: bool = True,
+        smooth: float = 0.0,
+        iou_threshold: float = 0.3,
+        max_age: int | None = None,
+        keep_frames: bool = False,
+        progress: bool = False,
+        max_pending: int | None = None,
+        skip_unreadable: bool = False,
+    ) -> Iterator[FrameResult]:
+        """Stream a video file or webcam (an int or ``"webcam:N"``): one :class:`FrameResult` per
+        sampled frame, in order, with tracked face IDs (``track=False``: IDs are per-frame indices)
+        and exponential smoothing ``smooth`` in [0, 1) of probabilities and valence/arousal.
+
+        Memory is bounded by ``max_pending`` frames (default: ``batch_size``; 1 for a webcam, so
+        results are not delayed). Problems (a video ending early, undecodable frames) are added
+        to :attr:`problems`; the reader is available as :attr:`last_reader`. A file that cannot be
+        opened raises BregnetError, or with ``skip_unreadable`` yields one result with ``error``.
+        """
+        from tqdm.auto import tqdm
+
+        try:
+            reader = VideoReader(source, every=every, fps=fps, max_frames=max_frames)
+        except BregnetError as exc:
+            if not skip_unreadable or isinstance(source, int):
+                raise
+            self.problems.append(f"skipped: {exc}")
+            yield FrameResult(str(source), 0, 0.0, error=str(exc))
+            return
+        self.last_reader = reader
+        if max_pending is None:
+            max_pending = 1 if reader.is_webcam else (
+                min(self.batch_size, 8) if keep_frames else self.batch_size)
+        if max_age is None:
+            # about one second of sampled frames
+            max_age = max(2, int(round(reader.output_fps))) if reader.output_fps else 10
+        tracker = IoUTracker(iou_threshold, max_age) if track else None
+        smoother = Smoother(smooth) if (smooth and track) else None
+        decode_before = 0.0
+
+        def items():
+            nonlocal decode_before
+            with tqdm(total=reader.expected_frames, unit="frame", disable=not progress,
+                      desc=Path(str(reader.name)).name, leave=False) as bar:
+                for frame in reader:
+                    self.timings["decode"] += reader.decode_seconds - decode_before
+                    decode_before = reader.decode_seconds
+                    self.counts["frames"] += 1
+                    dets, crops = self._detect_and_crop(frame.rgb)
+                    t0 = time.perf_counter()
+                    if tracker is not None:
+                        ids = tracker.update([d.box for d in dets])
+                        if smoother is not None and frame.index % 64 == 0:
+                            smoother.forget(tracker.active_ids)
+                    else:
+                        ids = list(range(len(dets)))
+                    self.timings["post"] += time.perf_counter() - t0
+                    res = FrameResult(reader.name, frame.index, frame.time_s,
+                                      image=frame.rgb if keep_frames else None)
+                    bar.update(1)
+                    yield res, dets, ids, crops
+                self.timings["decode"] += reader.decode_seconds - decode_before
+                decode_before = reader.decode_seconds
+
+        yield from self._batched(items(), max_pending=max_pending, smoother=smoother)
+        self.problems.extend(reader.problems)

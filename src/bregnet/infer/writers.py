@@ -1,0 +1,150 @@
+"""CSV and JSON Lines writers for the per-face record of DESIGN.md.
+
+Columns, in this order: ``source, frame, time_s, face_id, x, y, w, h, det_score, label,
+p_<class>..., valence, arousal``; ``label`` and ``p_<class>`` only for a model with a categorical
+head, ``valence``/``arousal`` only for one with the dimensional head. One row per face per frame;
+with ``keep_empty`` a frame without faces is written once with empty face fields (empty cells in
+CSV, ``null`` in JSONL). Both writers stream: rows go to disk as they come.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import BregnetError
+from .results import FrameResult, record_columns
+
+__all__ = ["CsvWriter", "JsonlWriter", "MultiWriter", "RecordWriter", "open_writer"]
+
+
+class RecordWriter:
+    """Base: ``write(frame_result)`` writes its records; ``close()``; usable as a context manager.
+    ``seconds`` accumulates the time spent formatting and writing."""
+
+    def __init__(self, target: str | os.PathLike | TextIO, labels: list[str], has_va: bool,
+                 keep_empty: bool = False) -> None:
+        self.labels = list(labels)
+        self.has_va = bool(has_va)
+        self.keep_empty = keep_empty
+        self.columns = record_columns(self.labels, self.has_va)
+        self.rows = 0
+        self.seconds = 0.0
+        if isinstance(target, (str, os.PathLike)) and str(target) != "-":
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._fh: TextIO = open(path, "w", newline="", encoding="utf-8")
+            except OSError as exc:
+                raise BregnetError(f"cannot write {path}: {exc.strerror or exc}") from None
+            self._own = True
+            self.path: Path | None = path
+        else:
+            self._fh = sys.stdout if str(target) == "-" else target  # type: ignore[assignment]
+            self._own = False
+            self.path = None
+        self._start()
+
+    def _start(self) -> None:
+        pass
+
+    def _row(self, rec: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def write(self, result: FrameResult) -> int:
+        t0 = time.perf_counter()
+        recs = result.records(self.labels, self.has_va, self.keep_empty)
+        for rec in recs:
+            self._row(rec)
+        self.rows += len(recs)
+        self.seconds += time.perf_counter() - t0
+        return len(recs)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._own and not self._fh.closed:
+            self._fh.close()
+        elif not self._own:
+            self._fh.flush()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CsvWriter(RecordWriter):
+    """CSV with a header row; missing values are empty cells."""
+
+    def _start(self) -> None:
+        self._csv = csv.writer(self._fh, lineterminator="\n")
+        self._csv.writerow(self.columns)
+
+    def _row(self, rec: dict[str, Any]) -> None:
+        self._csv.writerow(["" if rec[c] is None else rec[c] for c in self.columns])
+
+
+class JsonlWriter(RecordWriter):
+    """One JSON object per line with exactly the record's keys; missing values are ``null``."""
+
+    def _row(self, rec: dict[str, Any]) -> None:
+        self._fh.write(json.dumps({c: rec[c] for c in self.columns}, ensure_ascii=False) + "\n")
+
+
+class MultiWriter:
+    """Fan out to several writers."""
+
+    def __init__(self, writers: list[RecordWriter]) -> None:
+        self.writers = writers
+
+    @property
+    def seconds(self) -> float:
+        return sum(w.seconds for w in self.writers)
+
+    @property
+    def rows(self) -> int:
+        return max((w.rows for w in self.writers), default=0)
+
+    def write(self, result: FrameResult) -> int:
+        n = 0
+        for w in self.writers:
+            n = w.write(result)
+        return n
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def __enter__(self) -> "MultiWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_writer(target: str | os.PathLike | TextIO, labels: list[str], has_va: bool,
+                keep_empty: bool = False, fmt: str | None = None) -> RecordWriter:
+    """A CSV or JSONL writer chosen by ``fmt`` or the file suffix (``.csv``, ``.jsonl``/``.ndjson``/
+    ``.json``); ``"-"`` is CSV on standard output."""
+    if fmt is None:
+        suffix = Path(str(target)).suffix.lower() if isinstance(target, (str, os.PathLike)) else ""
+        if str(target) == "-" or suffix == ".csv" or isinstance(target, io.TextIOBase) and not suffix:
+            fmt = "csv"
+        elif suffix in (".jsonl", ".ndjson", ".json"):
+            fmt = "jsonl"
+        else:
+            raise BregnetError(f"cannot tell the output format of {target}: use .csv or .jsonl")
+    if fmt == "csv":
+        return CsvWriter(target, labels, has_va, keep_empty)
+    if fmt == "jsonl":
+        return JsonlWriter(target, labels, has_va, keep_empty)
+    raise BregnetError(f"unknown output format {fmt!r}; choose csv or jsonl")
