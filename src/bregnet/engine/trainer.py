@@ -374,7 +374,12 @@ class Trainer:
                 self.status = "early-stopped"
                 break
         else:
-            self.status = "interrupted" if self._stop_requested else "finished"
+            if self._stop_requested:
+                self.status = "interrupted"
+            elif self.epoch < t["epochs"] and self._done(t0):
+                self.status = "budget"
+            else:
+                self.status = "finished"
         if self.status in ("new", "resumed"):
             self.status = "finished"
         barrier(self.dist)

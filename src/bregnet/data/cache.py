@@ -1,0 +1,481 @@
+"""The prepared cache: any data set converted once into memory-mappable uint8 arrays.
+
+Layout of ``OUT/<split>/`` after :func:`prepare_cache` (``bregnet prepare``)::
+
+    images.u8         N x S x S x 3 uint8, raw (row-major, RGB), memory-mapped by open_cache
+    labels.npy        (N,) int64 class index, -1 where absent
+    va.npy            (N, 2) float32 valence, arousal; NaN where absent
+    soft_labels.npy   (N, K) float32 label distributions, only for data sets that have them
+    meta.json         data set, split, classes, counts, source options, format version
+    skipped.txt       one line per unusable source item: index <TAB> source <TAB> reason
+
+Preparation is **resumable**: items are written at fixed positions of a full-size
+``images.partial`` (plus ``labels.partial`` / ``va.partial``), unusable ones are appended to
+``skipped.partial``, and every ``checkpoint_every`` items the arrays are flushed and
+``progress.json`` (done count, length of the skip list, a signature of the source) is replaced
+atomically. After an interruption (Ctrl-C, a kill, a crash) the same call continues from the last
+checkpoint and produces exactly what an uninterrupted run produces. Skipped items are compacted away
+at the end; ``meta.json`` is written last and marks a complete cache. An unreadable or missing image
+is never fatal: it is counted, listed with its reason and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import DataError
+from .base import ArrayDataset
+from .readers.base import FaceReader
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "PrepareReport",
+    "SplitReport",
+    "cache_splits",
+    "open_cache",
+    "prepare_cache",
+]
+
+CACHE_FORMAT = "bregnet-cache"
+CACHE_VERSION = 1
+_FINAL = ("images.u8", "labels.npy", "va.npy", "soft_labels.npy", "meta.json", "skipped.txt")
+_PARTIAL = ("images.partial", "images.compact", "labels.partial", "va.partial", "skipped.partial",
+            "progress.json", "progress.json.tmp", "meta.json.tmp")
+
+
+@dataclass
+class SplitReport:
+    """What happened to one split: ``status`` is "prepared", "resumed" or "up to date"."""
+
+    split: str
+    path: str
+    total: int
+    written: int
+    skipped: int
+    resumed_from: int = 0
+    seconds: float = 0.0
+    status: str = "prepared"
+
+    def line(self, dataset: str = "") -> str:
+        name = f"{dataset}/{self.split}" if dataset else self.split
+        extra = f", resumed at {self.resumed_from}" if self.status == "resumed" else ""
+        skip = f", {self.skipped} skipped (see {Path(self.path) / 'skipped.txt'})" if self.skipped else ""
+        return (f"{name}: {self.written} images of {self.total}{skip} -> {self.path} "
+                f"[{self.status}{extra}, {self.seconds:.1f} s]")
+
+
+@dataclass
+class PrepareReport:
+    """The result of :func:`prepare_cache`: one :class:`SplitReport` per split."""
+
+    dataset: str
+    out_dir: str
+    splits: list[SplitReport] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return sum(s.skipped for s in self.splits)
+
+    @property
+    def written(self) -> int:
+        return sum(s.written for s in self.splits)
+
+    def summary(self) -> str:
+        return "\n".join(s.line(self.dataset) for s in self.splits)
+
+    __str__ = summary
+
+
+# --------------------------------------------------------------------------------- helpers
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _as_image(img: Any, size: int) -> np.ndarray:
+    """Coerce a reader's image to (size, size, 3) uint8 RGB (gray / RGBA / other sizes tolerated)."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise DataError(f"image has dtype {a.dtype}, expected uint8")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise DataError(f"image has shape {a.shape}, expected (H, W, 3)")
+    if a.shape[:2] != (size, size):
+        import cv2
+
+        shrink = a.shape[0] > size or a.shape[1] > size
+        a = cv2.resize(np.ascontiguousarray(a), (size, size),
+                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return a
+
+
+def _open_reader(source: Any, root: Any, split: str, options: dict[str, Any]) -> FaceReader:
+    if isinstance(source, FaceReader):
+        if split != source.split:
+            raise DataError(f"this {source.name} reader holds split {source.split!r}, not {split!r}")
+        return source
+    if isinstance(source, type) and issubclass(source, FaceReader):
+        return source(root, split, **options)
+    return _registry().open_reader(str(source), root, split, **options)
+
+
+def _registry():
+    from . import registry
+
+    return registry
+
+
+def _default_splits(source: Any) -> list[str]:
+    if isinstance(source, FaceReader):
+        return [source.split]
+    if isinstance(source, type) and issubclass(source, FaceReader):
+        return list(source.splits)
+    return list(_registry().get_reader_class(str(source)).splits)
+
+
+def _signature(reader: FaceReader, split: str) -> dict[str, Any]:
+    root = "" if reader.name == "synthetic" else os.path.abspath(os.fspath(reader.root))
+    return _jsonable({
+        "format": CACHE_FORMAT, "version": CACHE_VERSION, "dataset": reader.name, "split": split,
+        "root": root, "options": dict(reader.options), "num_source_items": len(reader),
+        "image_size": int(reader.image_size),
+    })
+
+
+def _remove(directory: Path, names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _read_skips(path: Path) -> list[tuple[int, str, str]]:
+    rows: list[tuple[int, str, str]] = []
+    if not path.exists():
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t", 2)
+            if len(parts) == 3 and parts[0].isdigit():
+                rows.append((int(parts[0]), parts[1], parts[2]))
+    return rows
+
+
+def _write_skips(path: Path, rows: list[tuple[int, str, str]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for i, src, reason in rows:
+            f.write(f"{i}\t{src}\t{reason}\n")
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------------- prepare
+def prepare_cache(reader_or_name: Any, root: str | os.PathLike | None = None,
+                  out_dir: str | os.PathLike = "cache", splits: str | Sequence[str] | None = None,
+                  progress: bool = True, overwrite: bool = False, checkpoint_every: int = 1000,
+                  **reader_options: Any) -> PrepareReport:
+    """Convert a data set into the prepared cache under ``out_dir/<split>/`` (see the module doc).
+
+    ``reader_or_name`` is a registered data set name (``bregnet.data.registry``), a
+    :class:`FaceReader` subclass (opened as ``cls(root, split, **reader_options)``) or an opened
+    reader (its split only). ``splits`` defaults to all of the data set's splits. A split whose
+    complete cache already exists for the same source is left alone ("up to date"); an
+    interrupted one is resumed; ``overwrite=True`` rebuilds. Unusable items are skipped and
+    listed in ``skipped.txt``. Raises :class:`DataError` for a bad name/root/option, or when
+    not a single item of a split could be read (its cache and report are still written).
+    """
+    if checkpoint_every < 1:
+        raise ValueError("checkpoint_every must be positive")
+    if isinstance(splits, str):
+        split_list = [splits]
+    elif splits is None:
+        split_list = _default_splits(reader_or_name)
+    else:
+        split_list = list(splits)
+    if not split_list:
+        raise DataError("no split to prepare")
+    out = Path(out_dir)
+    dataset = reader_or_name.name if isinstance(reader_or_name, (FaceReader, type)) else str(reader_or_name)
+    report = PrepareReport(dataset=dataset, out_dir=str(out))
+    failures: list[str] = []
+    for split in split_list:
+        reader = _open_reader(reader_or_name, root, split, reader_options)
+        report.dataset = reader.name
+        rep = _prepare_split(reader, split, out / split, progress, overwrite, checkpoint_every)
+        report.splits.append(rep)
+        if rep.total > 0 and rep.written == 0:
+            failures.append(f"{reader.name}/{split}: none of the {rep.total} items could be read "
+                            f"(reasons in {Path(rep.path) / 'skipped.txt'})")
+    if failures:
+        raise DataError("; ".join(failures))
+    return report
+
+
+def _prepare_split(reader: FaceReader, split: str, d: Path, progress: bool, overwrite: bool,
+                   every: int) -> SplitReport:
+    t0 = time.perf_counter()
+    sig = _signature(reader, split)
+    n = len(reader)
+    size = int(reader.image_size)
+    item_bytes = size * size * 3
+    d.mkdir(parents=True, exist_ok=True)
+
+    meta = _read_json(d / "meta.json")
+    if meta is not None and not overwrite and meta.get("signature") == sig and not (d / "images.u8").exists():
+        meta = None  # a damaged cache of the same source: rebuild it
+        _remove(d, _FINAL)
+    if meta is not None and not overwrite:
+        if meta.get("signature") == sig:
+            return SplitReport(split, str(d), n, int(meta.get("num_items", 0)), int(meta.get("num_skipped", 0)),
+                               0, time.perf_counter() - t0, "up to date")
+        old = meta.get("signature") or {}
+        raise DataError(f"{d} already holds a prepared cache of {old.get('dataset')}/{old.get('split')} with "
+                        f"other source or options ({old.get('root') or '-'} {old.get('options')}); "
+                        f"use --overwrite or another --out")
+    if meta is not None or overwrite:
+        _remove(d, _FINAL + _PARTIAL)
+
+    state = _read_json(d / "progress.json")
+    done = 0
+    have_partial = all((d / f).exists() for f in ("images.partial", "labels.partial", "va.partial"))
+    if state is not None and state.get("signature") == sig and (have_partial or state.get("done") == n):
+        done = int(state.get("done", 0))
+    else:
+        _remove(d, _PARTIAL)
+        state = None
+    resumed_from = done
+    # Skip lines of items >= done (written after the last checkpoint) will be written again.
+    rows = [r for r in _read_skips(d / "skipped.partial") if r[0] < done]
+    _write_skips(d / "skipped.partial", rows)
+
+    if n > 0 and (state is None or have_partial):
+        mode = "r+" if state is not None else "w+"
+        images = np.memmap(d / "images.partial", np.uint8, mode, shape=(n, size, size, 3))
+        labels = np.memmap(d / "labels.partial", np.int64, mode, shape=(n,))
+        va = np.memmap(d / "va.partial", np.float32, mode, shape=(n, 2))
+        with open(d / "skipped.partial", "a", encoding="utf-8") as skf:
+
+            def checkpoint(count: int) -> None:
+                images.flush()
+                labels.flush()
+                va.flush()
+                skf.flush()
+                os.fsync(skf.fileno())
+                _write_json_atomic(d / "progress.json", {"signature": sig, "done": count})
+
+            if state is None:
+                checkpoint(0)
+            bar = None
+            if progress and done < n:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=n, initial=done, desc=f"{reader.name}/{split}", unit="img",
+                           dynamic_ncols=True)
+            i = done
+            try:
+                while i < n:
+                    try:
+                        sample = reader.load(i)
+                        images[i] = _as_image(sample.image, size)
+                        labels[i] = int(sample.label)
+                        va[i] = (sample.valence, sample.arousal)
+                    except Exception as exc:  # noqa: BLE001 - an unusable item is never fatal
+                        reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+                        try:
+                            src = reader.source(i)
+                        except Exception:  # noqa: BLE001
+                            src = f"{reader.name}[{i}]"
+                        skf.write(f"{i}\t{_clean(src)}\t{_clean(reason)}\n")
+                        images[i] = 0
+                        labels[i] = -1
+                        va[i] = (np.nan, np.nan)
+                    i += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if i % every == 0 and i < n:
+                        checkpoint(i)
+                checkpoint(n)
+            except KeyboardInterrupt:
+                checkpoint(i)  # items < i are complete: a rerun resumes exactly here
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+        del images, labels, va
+    elif n == 0:
+        _write_json_atomic(d / "progress.json", {"signature": sig, "done": 0})
+
+    written, skipped = _finalize(reader, split, d, sig, n, size, item_bytes)
+    return SplitReport(split, str(d), n, written, skipped, resumed_from, time.perf_counter() - t0,
+                       "resumed" if resumed_from > 0 else "prepared")
+
+
+def _finalize(reader: FaceReader, split: str, d: Path, sig: dict, n: int, size: int,
+              item_bytes: int) -> tuple[int, int]:
+    """Compact away skipped items, write the final arrays, the report and meta.json (last)."""
+    skips = sorted({r[0]: r for r in _read_skips(d / "skipped.partial") if 0 <= r[0] < n}.values())
+    keep = np.ones(n, bool)
+    for i, _, _ in skips:
+        keep[i] = False
+    kept = np.flatnonzero(keep)
+    m = len(kept)
+    if n > 0:
+        labels = np.array(np.memmap(d / "labels.partial", np.int64, "r", shape=(n,)))[kept]
+        va = np.array(np.memmap(d / "va.partial", np.float32, "r", shape=(n, 2)))[kept]
+    else:
+        labels = np.zeros(0, np.int64)
+        va = np.zeros((0, 2), np.float32)
+    partial = d / "images.partial"
+    final = d / "images.u8"
+    if n > 0 and partial.exists():
+        if m == n:
+            os.replace(partial, final)
+        else:
+            src = np.memmap(partial, np.uint8, "r", shape=(n, size, size, 3))
+            with open(d / "images.compact", "wb") as f:
+                for s in range(0, m, 4096):
+                    f.write(np.ascontiguousarray(src[kept[s:s + 4096]]).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            del src
+            os.replace(d / "images.compact", final)
+            partial.unlink()
+    elif n == 0:
+        final.write_bytes(b"")
+    if not final.exists() or final.stat().st_size != m * item_bytes:
+        raise DataError(f"{d}: the partial cache is inconsistent; rerun with --overwrite")
+
+    np.save(d / "labels.npy", labels)
+    np.save(d / "va.npy", va)
+    soft = reader.soft_labels()
+    if soft is not None:
+        np.save(d / "soft_labels.npy", np.asarray(soft, np.float32)[kept])
+    with open(d / "skipped.txt", "w", encoding="utf-8") as f:
+        f.write(f"# {len(skips)} of {n} items of {reader.name}/{split} skipped\n# index\tsource\treason\n")
+        for i, src, reason in skips:
+            f.write(f"{i}\t{src}\t{reason}\n")
+    classes = list(reader.classes)
+    valid = labels[labels >= 0]
+    counts = np.bincount(valid, minlength=len(classes)).tolist() if classes else []
+    meta = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "bregnet_version": __version__,
+        "dataset": reader.name,
+        "synthetic": reader.name == "synthetic",
+        "split": split,
+        "classes": classes,
+        "counts": dict(zip(classes, counts)),
+        "num_items": m,
+        "num_skipped": len(skips),
+        "num_source_items": n,
+        "image_shape": [size, size, 3],
+        "has_va": bool(np.isfinite(va).any()),
+        "has_soft_labels": soft is not None,
+        "source": {"root": sig["root"], "options": sig["options"]},
+        "signature": sig,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_json_atomic(d / "meta.json", meta)
+    _remove(d, _PARTIAL)
+    return m, len(skips)
+
+
+# --------------------------------------------------------------------------------- open
+def _split_dir(path: str | os.PathLike, split: str | None) -> Path:
+    base = Path(path)
+    if split is not None:
+        d = base / split
+        if (d / "meta.json").exists():
+            return d
+        if (base / "meta.json").exists() and (_read_json(base / "meta.json") or {}).get("split") == split:
+            return base
+        if (d / "progress.json").exists():
+            raise DataError(f"{d}: the cache is incomplete (interrupted?); rerun bregnet prepare to finish it")
+        if not base.exists():
+            raise DataError(f"cache directory {base} does not exist")
+        have = cache_splits(base)
+        hint = f"; it has {', '.join(have)}" if have else "; run bregnet prepare first"
+        raise DataError(f"no prepared split {split!r} in {base}{hint}")
+    if (base / "meta.json").exists():
+        return base
+    if not base.exists():
+        raise DataError(f"cache directory {base} does not exist")
+    raise DataError(f"{base} is not a prepared cache split (no meta.json); name the split")
+
+
+def cache_splits(path: str | os.PathLike) -> list[str]:
+    """Names of the complete splits under a cache directory."""
+    base = Path(path)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "meta.json").exists())
+
+
+def open_cache(path: str | os.PathLike, split: str | None = None) -> ArrayDataset:
+    """Open a prepared split as an :class:`ArrayDataset` whose images are a read-only memory map.
+
+    ``path`` is the ``--out`` directory with ``split``, or a split directory itself.
+    """
+    d = _split_dir(path, split)
+    meta = _read_json(d / "meta.json")
+    if meta is None or meta.get("format") != CACHE_FORMAT:
+        raise DataError(f"{d / 'meta.json'} is not a bregnet cache description")
+    if int(meta.get("version", 0)) > CACHE_VERSION:
+        raise DataError(f"{d} was written by a newer bregnet (cache version {meta.get('version')})")
+    n = int(meta["num_items"])
+    h, w, c = (int(v) for v in meta["image_shape"])
+    img_path = d / "images.u8"
+    if not img_path.exists():
+        raise DataError(f"{img_path} is missing")
+    if img_path.stat().st_size != n * h * w * c:
+        raise DataError(f"{img_path} has {img_path.stat().st_size} bytes, expected {n * h * w * c}")
+    if n > 0:
+        images = np.memmap(img_path, np.uint8, "r", shape=(n, h, w, c))
+    else:
+        images = np.zeros((0, h, w, c), np.uint8)
+    try:
+        labels = np.load(d / "labels.npy")
+        va = np.load(d / "va.npy")
+        soft = np.load(d / "soft_labels.npy") if (d / "soft_labels.npy").exists() else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{d}: cannot read the label arrays ({exc})") from None
+    if len(labels) != n or len(va) != n:
+        raise DataError(f"{d}: labels/va do not match images ({len(labels)}/{len(va)} vs {n})")
+    return ArrayDataset(images=images, labels=labels, va=va, classes=list(meta.get("classes", [])),
+                        name=str(meta.get("dataset", "cache")), split=str(meta.get("split", "")),
+                        soft_labels=soft, meta=meta)

@@ -1,0 +1,254 @@
+"""Batch transforms (the paper's augmentation, normalisation) and the class-balanced sampler
+(issue: data, items 4 and 5)."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+import torch
+
+from bregnet.data.sampler import ClassBalancedSampler
+from bregnet.data.transforms import (
+    PaperAugment,
+    central_crop_resize,
+    hsv_to_rgb,
+    make_eval_transform,
+    make_train_transform,
+    normalize,
+    rgb_to_hsv,
+)
+from bregnet.preprocess import Preprocess
+
+OFF = dict(flip=False, hue=None, saturation=None, brightness=None, contrast=None, crop=None)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def rand_images(n: int, lo: int = 0, hi: int = 256, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(lo, hi, (n, 3, size, size), generator=gen(seed), dtype=torch.uint8)
+
+
+def changed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a != b).flatten(1).any(1)
+
+
+# ----------------------------------------------------------------------------- colour spaces
+def test_hsv_matches_colorsys_and_round_trips():
+    rgb = torch.rand(1, 3, 20, 20, generator=gen(1), dtype=torch.float64)
+    hsv = rgb_to_hsv(rgb)
+    for y, x in [(0, 0), (3, 7), (19, 19), (10, 2)]:
+        ref = colorsys.rgb_to_hsv(*rgb[0, :, y, x].tolist())
+        assert hsv[0, :, y, x].tolist() == pytest.approx(ref, abs=1e-9)
+    assert torch.allclose(hsv_to_rgb(hsv), rgb, atol=1e-9)
+
+
+def test_hue_shift_keeps_grays_exactly():
+    levels = torch.arange(0, 256, 5, dtype=torch.uint8)
+    gray = levels.view(1, 1, 1, -1).expand(64, 3, 4, len(levels)).contiguous()
+    aug = PaperAugment(p=1.0, **{**OFF, "hue": 0.08})
+    assert torch.equal(aug(gray, gen(0)), gray)
+    aug = PaperAugment(p=1.0, **{**OFF, "hue": 0.08, "saturation": (0.6, 1.6)})
+    assert torch.equal(aug(gray, gen(0)), gray)
+
+
+def test_hue_rotation_bounded_and_preserves_s_and_v():
+    x = torch.rand(200, 3, 8, 8, generator=gen(2)) * 255
+    y = PaperAugment(p=1.0, **{**OFF, "hue": 0.08})(x, gen(3))
+    h0, s0, v0 = rgb_to_hsv(x / 255).unbind(1)
+    h1, s1, v1 = rgb_to_hsv(y / 255).unbind(1)
+    assert torch.allclose(v0, v1, atol=1e-5)
+    mask = s0 > 0.2
+    assert torch.allclose(s0[mask], s1[mask], atol=1e-4)
+    d = torch.remainder(h1 - h0 + 0.5, 1.0) - 0.5  # signed circular difference
+    d = d.view(200, -1)
+    m = mask.view(200, -1)
+    per_image = torch.stack([d[i][m[i]].median() for i in range(200)])
+    assert per_image.abs().max() <= 0.08 + 1e-4
+    assert per_image.abs().max() > 0.05 and per_image.min() < 0 < per_image.max()  # both directions
+
+
+def test_saturation_scales_s_within_range():
+    x = (torch.rand(100, 3, 8, 8, generator=gen(4)) * 0.4 + 0.3) * 255  # mid colours, no clipping at 1.6
+    y = PaperAugment(p=1.0, **{**OFF, "saturation": (0.6, 1.6)})(x, gen(5))
+    h0, s0, v0 = rgb_to_hsv(x / 255).unbind(1)
+    h1, s1, v1 = rgb_to_hsv(y / 255).unbind(1)
+    assert torch.allclose(v0, v1, atol=1e-5)
+    ratio = (s1.flatten(1).sum(1) / s0.flatten(1).sum(1))
+    assert ratio.min() >= 0.6 - 1e-4 and ratio.max() <= 1.6 + 1e-4
+    assert ratio.max() - ratio.min() > 0.5
+
+
+def test_brightness_shift_is_uniform_and_bounded():
+    x = torch.full((300, 3, 8, 8), 128.0)
+    x += torch.rand(x.shape, generator=gen(6)) * 40 - 20
+    y = PaperAugment(p=1.0, **{**OFF, "brightness": 0.05})(x, gen(7))
+    delta = (y - x).flatten(1)
+    assert torch.allclose(delta, delta[:, :1].expand_as(delta), atol=1e-3)  # one shift per image
+    assert delta.abs().max() <= 0.05 * 255 + 1e-3
+    assert delta[:, 0].max() > 0.03 * 255 and delta[:, 0].min() < -0.03 * 255
+
+
+def test_contrast_preserves_channel_means():
+    x = 100 + torch.rand(200, 3, 8, 8, generator=gen(8)) * 50
+    y = PaperAugment(p=1.0, **{**OFF, "contrast": (0.7, 1.3)})(x, gen(9))
+    assert torch.allclose(x.mean((2, 3)), y.mean((2, 3)), atol=1e-3)
+    f = (y.std((2, 3)) / x.std((2, 3)))
+    assert torch.allclose(f, f[:, :1].expand_as(f), atol=1e-4)  # same factor for the 3 channels
+    assert f.min() >= 0.7 - 1e-4 and f.max() <= 1.3 + 1e-4 and f.max() - f.min() > 0.3
+
+
+def test_flip_is_exact():
+    x = rand_images(400)
+    y = PaperAugment(p=1.0, **{**OFF, "flip": True})(x, gen(10))
+    same = (y == x).flatten(1).all(1)
+    flipped = (y == x.flip(-1)).flatten(1).all(1)
+    assert (same | flipped).all()
+    assert 150 < int(flipped.sum()) < 250
+
+
+def test_clip_keeps_range():
+    x = rand_images(200, size=16)
+    y = PaperAugment(p=1.0)(x.float(), gen(11))
+    assert y.min() >= 0 and y.max() <= 255
+
+
+def test_central_crop_resize_matches_integer_box_and_bilinear():
+    cv2 = pytest.importorskip("cv2")
+    x = torch.rand(3, 3, 64, 64, generator=gen(12))
+    frac = torch.tensor([0.8, 0.9, 0.99])
+    y = central_crop_resize(x, frac)
+    for i, f in enumerate(frac.tolist()):
+        s = int((64 - 64 * f) / 2)  # tf.image.central_crop's box
+        crop = x[i, :, s:64 - s, s:64 - s].permute(1, 2, 0).numpy()
+        ref = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_LINEAR)
+        assert np.allclose(y[i].permute(1, 2, 0).numpy(), ref, atol=1e-5)
+    assert torch.allclose(y[2], x[2], atol=1e-6)  # 99% of 64 px rounds to the full image
+
+
+def test_crops_are_centred_and_within_80_to_99_percent():
+    x = rand_images(300, size=64).float()
+    y = PaperAugment(p=1.0, **{**OFF, "crop": (0.8, 0.99)}, crop_p=1.0)(x, gen(13))
+    # every output is one of the centred integer crops allowed by the range (starts 0..6 of 64 px)
+    candidates = torch.stack([central_crop_resize(x / 255, torch.full((300,), 1 - 2 * s / 64)) * 255
+                              for s in range(0, 7)], 1)
+    err = (candidates - y[:, None]).abs().flatten(2).amax(2)
+    assert (err.min(1).values < 1e-2).all()
+    starts = err.argmin(1)
+    assert set(starts.tolist()) == set(range(0, 7))
+    # crop_p: about half of the augmented images are cropped
+    z = PaperAugment(p=1.0, **{**OFF, "crop": (0.8, 0.81)}, crop_p=0.5)(x, gen(14))
+    assert 100 < int(changed(z, x).sum()) < 200
+
+
+def test_half_of_the_batch_is_untouched():
+    x = rand_images(1000, size=8)
+    y = PaperAugment()(x, gen(15))
+    untouched = ~changed(y, x)
+    assert int(untouched.sum()) == 500  # a random half
+    odd = PaperAugment()(rand_images(7, size=8), gen(16))
+    assert int((~changed(odd, rand_images(7, size=8))).sum()) in (3, 4)
+    # which half is random
+    y2 = PaperAugment()(x, gen(17))
+    assert not torch.equal(~changed(y2, x), untouched)
+
+
+def test_deterministic_by_seed_and_dtype_preserved():
+    x = rand_images(64)
+    aug = PaperAugment()
+    a, b, c = aug(x, gen(1)), aug(x, gen(1)), aug(x, gen(2))
+    assert a.dtype == torch.uint8 and torch.equal(a, b) and not torch.equal(a, c)
+    xf = x.to(torch.float64)
+    f = aug(xf, gen(1))
+    assert f.dtype == torch.float64 and f.min() >= 0 and f.max() <= 255
+    assert (f.round() - a.double()).abs().max() <= 1  # same ops for float and uint8 input
+    assert aug(x[:0], gen(1)).shape == (0, 3, 32, 32)
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError):
+        PaperAugment()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError):
+        PaperAugment(p=1.5)
+
+
+def test_eval_transform_has_no_randomness():
+    x = rand_images(16, size=64)
+    t = make_eval_transform()
+    torch.manual_seed(0)
+    a = t(x)
+    torch.manual_seed(1)
+    b = t(x, gen(5))
+    assert torch.equal(a, b)
+    assert torch.allclose(a, Preprocess().normalize(x))
+    assert torch.allclose(normalize(x), a)
+    assert a.dtype == torch.float32 and a.shape == (16, 3, 64, 64)
+    # other sizes are resized to the input size
+    assert t(rand_images(2, size=48)).shape == (2, 3, 64, 64)
+
+
+def test_train_transform_augments_then_normalises():
+    x = rand_images(32, size=64)
+    t = make_train_transform()
+    y = t(x, gen(3))
+    assert y.dtype == torch.float32 and torch.equal(y, t(x, gen(3)))
+    assert not torch.allclose(y, normalize(x))
+    assert torch.allclose(make_train_transform(augment=False)(x), normalize(x))
+
+
+# ----------------------------------------------------------------------------- sampler
+LABELS = np.array([0] * 1000 + [1] * 10 + [2] * 100 + [-1] * 50 + [4] * 40)
+
+
+def test_sampler_draws_classes_uniformly_and_skips_unlabelled():
+    s = ClassBalancedSampler(LABELS, num_samples=40000, seed=0)
+    idx = np.array(list(s))
+    assert len(idx) == len(s) == 40000
+    lab = LABELS[idx]
+    assert (lab >= 0).all()
+    freq = np.bincount(lab, minlength=5) / len(lab)
+    assert freq[3] == 0
+    for c in (0, 1, 2, 4):
+        assert abs(freq[c] - 0.25) < 0.015
+    # within a class, items are drawn uniformly: all ten items of the rare class appear
+    assert set(idx[lab == 1].tolist()) == set(range(1000, 1010))
+
+
+def test_sampler_default_length_epochs_and_generator():
+    s = ClassBalancedSampler(LABELS)
+    assert len(s) == int((LABELS >= 0).sum())
+    first = list(s)
+    assert first == list(s)
+    s.set_epoch(1)
+    assert list(s) != first
+    g = ClassBalancedSampler(LABELS, num_samples=100, generator=gen(3))
+    assert list(g) != list(g)  # an explicit generator advances
+    assert list(ClassBalancedSampler(LABELS, 100, generator=gen(3))) == \
+        list(ClassBalancedSampler(LABELS, 100, generator=gen(3)))
+
+
+def test_sampler_shards_like_distributed_sampler():
+    full = list(ClassBalancedSampler(LABELS, num_samples=1002, seed=4, world_size=1))
+    shards = [ClassBalancedSampler(LABELS, num_samples=1001, seed=4, rank=r, world_size=3) for r in range(3)]
+    parts = [list(s) for s in shards]
+    assert all(len(p) == len(s) == 334 for p, s in zip(parts, shards))
+    merged = [parts[i % 3][i // 3] for i in range(1002)]
+    assert merged == full
+    for s in shards:
+        s.set_epoch(2)
+    assert [list(s) for s in shards] != parts
+    with pytest.raises(ValueError):
+        ClassBalancedSampler(LABELS, rank=3, world_size=3)
+
+
+def test_sampler_errors_and_dataloader():
+    with pytest.raises(ValueError):
+        ClassBalancedSampler([-1, -1])
+    ds = torch.utils.data.TensorDataset(torch.arange(len(LABELS)))
+    loader = torch.utils.data.DataLoader(ds, batch_size=50, sampler=ClassBalancedSampler(LABELS, 200))
+    assert sum(len(b[0]) for b in loader) == 200
