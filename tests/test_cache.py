@@ -233,3 +233,16 @@ def test_cli_prepare_errors_exit_2_with_one_line(tmp_path, capsys, argv, message
     rc = cli_main(["prepare", "--out", str(tmp_path / "c"), "--no-progress", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_splits_of_fer2013_skip_the_all_union(tmp_path):
+    from bregnet.data.cache import prepare_cache
+
+    pixels = " ".join(["128"] * 48 * 48)
+    rows = ["emotion,pixels,Usage"] + [f"{i % 7},{pixels},{u}" for i, u in
+                                        enumerate(["Training"] * 3 + ["PublicTest"] * 2 + ["PrivateTest"] * 2)]
+    (tmp_path / "fer2013.csv").write_text("\n".join(rows) + "\n")
+    report = prepare_cache("fer2013", tmp_path, tmp_path / "cache", progress=False)
+    assert sorted(r.split for r in report.splits) == ["test", "train", "val"]
+    assert not (tmp_path / "cache" / "all").exists()
+    assert [r.written for r in sorted(report.splits, key=lambda r: r.split)] == [2, 3, 2]

@@ -156,12 +156,14 @@ def _registry():
     return registry
 
 
-def _default_splits(source: Any) -> list[str]:
+def _default_splits(source: Any, root: Any = None, options: dict[str, Any] | None = None) -> list[str]:
+    """The splits to prepare when none are named: the ones that exist for this source (never
+    the ``all`` union, which would store every image twice)."""
     if isinstance(source, FaceReader):
         return [source.split]
     if isinstance(source, type) and issubclass(source, FaceReader):
-        return list(source.splits)
-    return list(_registry().get_reader_class(str(source)).splits)
+        return [s for s in source.splits if s != "all"] or list(source.splits)
+    return _registry().default_splits(str(source), root, **(options or {}))
 
 
 def _signature(reader: FaceReader, split: str) -> dict[str, Any]:
@@ -223,7 +225,7 @@ def prepare_cache(reader_or_name: Any, root: str | os.PathLike | None = None,
     if isinstance(splits, str):
         split_list = [splits]
     elif splits is None:
-        split_list = _default_splits(reader_or_name)
+        split_list = _default_splits(reader_or_name, root, reader_options)
     else:
         split_list = list(splits)
     if not split_list:
