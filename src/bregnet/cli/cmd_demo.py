@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a small multi-task BReG-NeXt on the embedded SYNTHETIC face data set "
                     "for a few minutes, evaluate it on held-out faces and write a report folder.")
     p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default 3)")
+    p.add_argument("--minutes", type=float, default=2.5, help="training time budget (default 2.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for the demo recipe")

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "test_split": "test",
         "options": {},          # reader options (synthetic: n, seed, imbalance, difficulty)
         "sizes": {},            # synthetic only: images per split, e.g. {train: 6000, val: 1000}
+        "split_options": {},    # per-split reader options over `options`, e.g. {test: {imbalance: none}}
     },
     "train": {
         "epochs": 100,
@@ -77,11 +78,12 @@ def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
         where = f"{path}{key}"
-        if key not in out and path not in ("model.args.", "data.options.", "data.sizes."):
+        if key not in out and path not in ("model.args.", "data.options.", "data.sizes.",
+                                                           "data.split_options."):
             valid = ", ".join(sorted(out))
             raise BregnetError(f"unknown config key {where!r}; valid keys here: {valid}")
         if isinstance(out.get(key), dict) and isinstance(value, dict) and where not in (
-            "model.args", "data.options", "data.sizes"
+            "model.args", "data.options", "data.sizes", "data.split_options"
         ):
             out[key] = merge(out[key], value, f"{where}.")
         elif isinstance(out.get(key), dict) and isinstance(value, dict):

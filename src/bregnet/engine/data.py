@@ -18,6 +18,7 @@ def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> A
     it does not exist yet), else by decoding through the data set's reader."""
     name = data_cfg["name"]
     options = dict(data_cfg.get("options") or {})
+    options.update((data_cfg.get("split_options") or {}).get(split) or {})
     sizes = data_cfg.get("sizes") or {}
     if name == "synthetic" and split in sizes:
         options["n"] = int(sizes[split])

@@ -85,8 +85,11 @@ class BregNet(nn.Module):
         stem_width: int = 32,
         in_chans: int = 3,
         tf_same_padding: bool = False,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         if num_classes < 0 or (num_classes == 0 and not va):
             raise ValueError("a model needs num_classes > 0, va=True, or both")
         self.config: dict[str, Any] = {
@@ -97,11 +100,14 @@ class BregNet(nn.Module):
             "stem_width": int(stem_width),
             "in_chans": int(in_chans),
             "tf_same_padding": bool(tf_same_padding),
+            "stem_stride": int(stem_stride),
         }
         self.num_classes = int(num_classes)
         self.has_va = bool(va)
         self.shortcut_name = shortcut
-        self.stem = nn.Conv2d(in_chans, stem_width, 3, 1, padding=1)
+        # stem_stride=2 halves the resolution before the first stage: not the paper's layout, a
+        # cheaper option for CPU-sized experiments (the demo uses it).
+        self.stem = nn.Conv2d(in_chans, stem_width, 3, stem_stride, padding=1)
         self._channels = stem_width
         self.stages = nn.Sequential(
             *[
@@ -145,7 +151,7 @@ class BregNet(nn.Module):
         return [u for stage in self.stages for u in stage]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch (N, 3, H, W) -> activated feature map (N, C, H/4, W/4)."""
+        """Image batch (N, 3, H, W) -> activated feature map (N, C, H/4, W/4) (H/8 with stem_stride=2)."""
         x = self.stages(self.stem(x))
         return F.elu(self.final_bn(x))
 
