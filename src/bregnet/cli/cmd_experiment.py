@@ -12,8 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "experiment", help="run the paper's experiments (ablation)",
         description="ResNet vs BReG-Net vs BReG-NeXt at depths 32/56/110, weighted vs plain loss, "
                     "on any data set; prints and writes the paper-style table.",
-        epilog="example (reduced, CPU): bregnet experiment ablation --recipe demo --depths 8 14 "
-               "--width-scale 0.5 train.max_time_s=null train.epochs=4")
+        epilog="example (the reduced run in BENCHMARKS.md; overrides go before the options): "
+               "bregnet experiment ablation task=categorical train.max_time_s=null train.epochs=4 "
+               "'data.sizes={train: 10000, val: 1000, test: 2000}' --recipe demo --depths 10 18 "
+               "--out results/ablation-synthetic")
     p.add_argument("name", choices=["ablation"], help="experiment to run")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
     p.add_argument("--recipe", default="bregnext50-fer2013", help="base recipe (data and training settings)")

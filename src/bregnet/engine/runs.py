@@ -102,36 +102,42 @@ def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = 
     """The BReG-Net ablation: every family x depth x weighting trained with the same recipe and
     data, each scored on the test split. Writes ablation.json and ablation.md; returns the rows.
 
-    ``width_scale`` < 1 narrows the 32/64/128 widths (for reduced runs on a CPU); depths are
-    6n+2 (any depth with (depth - 2) % 6 == 0).
+    Depths follow the 6n+2 template (n units in each of three stages at widths 32/64/128, scaled
+    by ``width_scale``). If the base recipe's model defines its own ``stages`` (e.g. the demo's
+    four-stage CPU layout), ``depth`` instead means 2 x (units) + 2 with the units spread evenly
+    over those stages, and the recipe's other model arguments (stem) are kept.
     """
     from ..analysis.report import ablation_markdown, write_json
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate_model
     from .trainer import Trainer
 
-    for d in depths:
-        if d < 8 or (d - 2) % 6:
-            raise BregnetError(f"depth {d} is not of the 6n+2 form (8, 14, 20, 32, 56, 110, ...)")
     for f in families:
         if f not in ABLATION_FAMILIES:
             raise BregnetError(f"unknown family {f!r}; choose from {', '.join(ABLATION_FAMILIES)}")
     cfg0 = load_config(base_recipe, overrides)
+    base_args = dict(cfg0["model"].get("args") or {})
+    base_stages = base_args.pop("stages", None)
+    n_stages = len(base_stages) if base_stages else 3
+    for d in depths:
+        if d < 2 * n_stages + 2 or (d - 2) % (2 * n_stages):
+            raise BregnetError(f"depth {d} is not of the form {2 * n_stages}n+2 for a {n_stages}-stage layout")
     data = cfg0["data"]
     train_ds = load_split(data, data["train_split"], progress=progress)
     val_ds = load_split(data, data["val_split"], progress=progress)
     test_ds = load_split(data, data["test_split"], progress=progress)
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
-    widths = [max(2, int(round(w * width_scale / 2)) * 2) for w in (32, 64, 128)]
+    base_widths = [w for _, w in base_stages] if base_stages else [32, 64, 128]
+    widths = [max(2, int(round(w * width_scale / 2)) * 2) for w in base_widths]
     for depth, family, weighting in itertools.product(depths, families, weightings):
         name = f"{family}{depth}-{weighting}"
         cfg = copy.deepcopy(cfg0)
-        n = (depth - 2) // 6
-        registered = depth in (32, 56, 110) and widths == [32, 64, 128]
-        cfg["model"] = {"name": f"{family}{depth if registered else 32}", "shortcut": None,
-                        "args": {} if registered else {"stages": [[n, w] for w in widths],
-                                                       "stem_width": widths[0]}}
+        n = (depth - 2) // (2 * n_stages)
+        registered = base_stages is None and depth in (32, 56, 110) and widths == [32, 64, 128]
+        args = {} if registered else {**base_args, "stages": [[n, w] for w in widths], "stem_width": widths[0]}
+        cfg["model"] = {"name": f"{family}{depth if registered else 32}", "shortcut": ABLATION_FAMILIES[family],
+                        "args": args}
         cfg["train"]["weighting"] = weighting
         cfg["name"] = name
         validate(cfg)
@@ -141,7 +147,8 @@ def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = 
         model, meta = load_checkpoint(out / name / "best.safetensors")
         metrics, _ = evaluate_model(model, meta, test_ds, batch_size=cfg["train"]["eval_batch_size"])
         row = {"model": f"{family}{depth}", "shortcut": ABLATION_FAMILIES[family], "depth": depth,
-               "weighting": weighting, "epochs": summary["epoch"], "steps": summary["step"],
+               "layout": "x".join(str(w) for w in widths) + f" n={n}", "weighting": weighting,
+               "epochs": summary["epoch"], "steps": summary["step"],
                "train_time_s": round(time.perf_counter() - t0, 1), **metrics}
         rows.append(row)
         write_json(rows, out / "ablation.json")
