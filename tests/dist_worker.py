@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 from bregnet.data.synthetic import make_synthetic

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bregnet.models import SHORTCUTS, BregNet, create_model, list_models
+from bregnet.models import SHORTCUTS, create_model, list_models
 from bregnet.models.shortcuts import AdaptiveArctanShortcut, atan_ratio, make_shortcut
 
 ALL_NAMES = [

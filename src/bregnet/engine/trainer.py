@@ -13,7 +13,7 @@ import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from ..metrics import all_metrics
 from ..models import create_model
 from ..preprocess import Preprocess
 from .checkpoint import CheckpointMeta, atomic_write, load_checkpoint, save_checkpoint
-from .distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
+from .distributed import all_reduce_mean, barrier, setup_distributed
 
 __all__ = ["Trainer", "TrainingDiverged", "predict_arrays", "staircase_lr"]
 
@@ -542,5 +542,3 @@ def build_trainer(cfg: dict[str, Any], out_dir: str | Path, device: str | None =
     val_ds = load_split(cfg["data"], val_split, progress=progress) if val_split else None
     return Trainer(cfg, out_dir, train_ds, val_ds, device=device, progress=progress, callbacks=callbacks)
 
-
-Callback = Callable[..., None]

@@ -35,7 +35,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..base import Sample
-from ..image_io import crop_face, read_image
+from ..image_io import crop_face
 from ._util import csv_rows, header_index, norm_name, parse_float, parse_int, take_options
 from .base import FaceReader
 
@@ -226,10 +226,7 @@ class AffectNetReader(FaceReader):
     def load(self, index: int) -> Sample:
         where = self.source(index)
         path = self.image_path(index)
-        try:
-            image = read_image(path)
-        except DataError as exc:
-            raise DataError(f"{where}: {exc}") from None
+        image = self.read_item_image(index)
         try:
             crop = crop_face(image, self._boxes[index], self.margin, self.square, self.image_size, self.border)
         except ValueError as exc:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..base import Sample
-from ..image_io import read_image, resize_image
+from ..image_io import resize_image
 from ._util import open_text, parse_float, require_dir, take_options
 from .base import FaceReader
 
@@ -230,10 +230,6 @@ class AffWild2Reader(FaceReader):
         return f"{self._ann_files[int(self._video[index])]}:{int(self._lines[index])}"
 
     def load(self, index: int) -> Sample:
-        path = self.image_path(index)
-        try:
-            image = read_image(path)
-        except DataError as exc:
-            raise DataError(f"{self.source(index)}: {exc}") from None
+        image = self.read_item_image(index)
         v, a = self._va[index]
         return Sample(resize_image(image, self.image_size), -1, float(v), float(a))

@@ -69,6 +69,20 @@ class FaceReader(abc.ABC):
         """Human-readable origin of item ``index`` (a path, or file:line) for reports."""
         return f"{self.name}[{index}]"
 
+    def image_path(self, index: int) -> Path:
+        """Where item ``index``'s image file is (readers backed by image files override this)."""
+        raise NotImplementedError(f"{self.name} items are not image files")
+
+    def read_item_image(self, index: int) -> np.ndarray:
+        """Decode item ``index``'s image file as RGB uint8; a failure is a DataError that names
+        both the annotation (``source``) and the image file."""
+        from ..image_io import read_image
+
+        try:
+            return read_image(self.image_path(index))
+        except DataError as exc:
+            raise DataError(f"{self.source(index)}: {exc}") from None
+
     @property
     def class_counts(self) -> np.ndarray:
         labels = self.labels()

@@ -39,7 +39,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..base import Sample
-from ..image_io import crop_face, read_image
+from ..image_io import crop_face
 from ._util import csv_rows, header_index, one_line, parse_float, take_options
 from .base import FaceReader
 from .folder import parse_class_list
@@ -283,10 +283,7 @@ class CSVListReader(FaceReader):
     def load(self, index: int) -> Sample:
         where = self.source(index)
         path = self.image_path(index)
-        try:
-            image = read_image(path)
-        except DataError as exc:
-            raise DataError(f"{where}: {exc}") from None
+        image = self.read_item_image(index)
         box = self._boxes[index]
         try:
             crop = crop_face(image, None if np.isnan(box).all() else box, self.margin, self.square,

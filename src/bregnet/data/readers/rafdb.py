@@ -24,7 +24,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..base import Sample
-from ..image_io import read_image, resize_image
+from ..image_io import resize_image
 from ._util import open_text, parse_int, require_file, take_options
 from .base import FaceReader
 
@@ -113,9 +113,5 @@ class RAFDBReader(FaceReader):
         return f"{self.label_file}:{int(self._lines[index])}"
 
     def load(self, index: int) -> Sample:
-        path = self.image_path(index)
-        try:
-            image = read_image(path)
-        except DataError as exc:
-            raise DataError(f"{self.source(index)}: {exc}") from None
+        image = self.read_item_image(index)
         return Sample(resize_image(image, self.image_size), int(self._labels[index]))
