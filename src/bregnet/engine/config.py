@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SECTIONS = ("model", "data", "train")
+# Mappings whose keys are free (reader options, model arguments...): merged shallowly, any key allowed.
+FREE_MAPS = ("model.args", "data.options", "data.sizes", "data.split_options")
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[str, Any]:
@@ -78,13 +80,10 @@ def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
         where = f"{path}{key}"
-        if key not in out and path not in ("model.args.", "data.options.", "data.sizes.",
-                                                           "data.split_options."):
+        if key not in out and path.rstrip(".") not in FREE_MAPS:
             valid = ", ".join(sorted(out))
             raise BregnetError(f"unknown config key {where!r}; valid keys here: {valid}")
-        if isinstance(out.get(key), dict) and isinstance(value, dict) and where not in (
-            "model.args", "data.options", "data.sizes", "data.split_options"
-        ):
+        if isinstance(out.get(key), dict) and isinstance(value, dict) and where not in FREE_MAPS:
             out[key] = merge(out[key], value, f"{where}.")
         elif isinstance(out.get(key), dict) and isinstance(value, dict):
             out[key] = {**out[key], **value}
