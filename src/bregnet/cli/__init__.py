@@ -1,5 +1,10 @@
 """The ``bregnet`` command. Thin: each sub-command lives in ``cli/cmd_<name>.py`` and only parses
-arguments and calls the library. Errors the user can fix print one line and exit with code 2."""
+arguments and calls the library.
+
+Error contract: a :class:`~bregnet.errors.BregnetError` (a fault the user can fix) and the
+operating system's file errors (:class:`OSError`: no permission, disk full, no such file) print one
+line and exit with code 2; argparse does the same for arguments of the wrong type or range. Any
+other exception is a bug: it keeps its traceback."""
 
 from __future__ import annotations
 
@@ -47,10 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bregnet: interrupted", file=sys.stderr)
         return 130
-    except (BregnetError, FileNotFoundError, ValueError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"bregnet {args.command}: error: {message}", file=sys.stderr)
+    except BregnetError as exc:
+        print(f"bregnet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the OS's file errors: permission, full disk, missing file...
+        print(f"bregnet {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.split()) if text else type(exc).__name__
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``path: reason`` for an OSError (e.g. "/ro/out.csv: Permission denied")."""
+    reason = exc.strerror or _one_line(exc)
+    if exc.filename is not None:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {reason}"
+    return reason
 
 
 if __name__ == "__main__":  # pragma: no cover

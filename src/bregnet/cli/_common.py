@@ -1,8 +1,94 @@
-"""Argument helpers shared by the sub-commands."""
+"""Argument helpers shared by the sub-commands.
+
+Argument *types* check each value when argparse reads it, so a wrong type or range is reported by
+argparse itself (one line, exit code 2) before any work starts. Values given on the command line
+are strings and stay strings unless a type converts them: nothing here re-parses them as YAML.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+from typing import Callable
+
+from ..errors import UsageError
+
+__all__ = [
+    "add_data_args",
+    "data_overrides",
+    "device_arg",
+    "float_range",
+    "int_range",
+    "key_value",
+    "non_negative_int",
+    "positive_int",
+]
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer with ``lo <= value <= hi`` (either bound optional)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if lo is not None and value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+
+
+def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in the range (open or closed at each end)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {value:g}")
+        if hi is not None and (value >= hi if hi_open else value > hi):
+            raise argparse.ArgumentTypeError(f"must be {'<' if hi_open else '<='} {hi:g}, got {value:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_arg(text: str) -> str:
+    """An argparse type for ``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    Only the spelling is checked here; whether the device exists is checked when it is used."""
+    value = text.strip().lower()
+    if not _DEVICE.match(value):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N, mps or auto")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """An argparse type for ``KEY=VALUE``: the key stripped, the value kept as given."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like key=value")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty key")
+    return key.strip(), value
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -26,6 +112,6 @@ def data_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"data.cache={args.cache}")
     for item in getattr(args, "option", []) or []:
         if "=" not in item:
-            raise ValueError(f"--option {item!r} must look like key=value")
+            raise UsageError(f"--option {item!r} must look like key=value")
         out.append(f"data.options.{item}")
     return out

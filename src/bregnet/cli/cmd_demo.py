@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.runs import run_demo
 
     if not args.minutes > 0:
-        raise ValueError("--minutes must be positive")
+        raise UsageError("--minutes must be positive")
     m = run_demo(args.out, max_time_s=args.minutes * 60, seed=args.seed, progress=not args.no_progress,
                  overrides=args.overrides)
     print(f"test accuracy {m['accuracy']:.3f} (chance {m['chance_accuracy']:.3f}, majority class "

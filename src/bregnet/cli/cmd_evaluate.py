@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
+
 from ._common import add_data_args, data_overrides
 
 
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate_checkpoint
 
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UsageError("--batch-size must be at least 1")
     meta = read_metadata(args.checkpoint)
     recipe_data = (meta.recipe or {}).get("data") or {}
     cfg = merge(DEFAULTS, {"data": {k: v for k, v in recipe_data.items() if k in DEFAULTS["data"]}})

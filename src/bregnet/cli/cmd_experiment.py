@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
+
 from ._common import add_data_args, data_overrides
 
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.runs import run_ablation
 
     if not args.width_scale > 0:
-        raise ValueError("--width-scale must be positive")
+        raise UsageError("--width-scale must be positive")
     run_ablation(args.recipe, args.out, args.depths, args.families, args.weightings,
                  [*data_overrides(args), *args.overrides], args.width_scale,
                  progress=not args.no_progress, device=args.device)

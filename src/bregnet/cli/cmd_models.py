@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registered networks",
@@ -16,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import create_model, list_models, model_info
 
     if args.num_classes < 1:
-        raise ValueError("--num-classes must be at least 1")
+        raise UsageError("--num-classes must be at least 1")
     print(f"{'name':<12} {'params':>11}  description")
     for name in list_models():
         model = create_model(name, num_classes=args.num_classes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
+
 from ._common import add_data_args, data_overrides
 
 
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(list_recipes()))
         return 0
     if not args.recipe:
-        raise ValueError("give a recipe name or YAML file (bregnet train --list shows the shipped ones)")
+        raise UsageError("give a recipe name or YAML file (bregnet train --list shows the shipped ones)")
     cfg = load_config(args.recipe, [*data_overrides(args), *args.overrides])
     out = args.out or f"runs/{cfg['name']}"
     summary = train_from_config(cfg, out, device=args.device, resume=args.resume,

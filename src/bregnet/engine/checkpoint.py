@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from safetensors import safe_open
 
 from .._version import __version__
 from ..errors import CheckpointError
+from ..fileio import atomic_write
 from ..models import BregNet, create_model
 from ..preprocess import Preprocess
 
@@ -100,21 +100,6 @@ class CheckpointMeta:
             raise ValueError(f"{len(labels)} label names for a model with {model.num_classes} classes")
         return cls(model_name=name, model_args=dict(model.config), labels=list(labels),
                    va=model.has_va, **kwargs)
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: CheckpointMeta,

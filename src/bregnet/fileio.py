@@ -1,0 +1,247 @@
+"""Files written so that nothing is lost: the one place for atomic writes and output checks.
+
+* :func:`atomic_write` (and :func:`atomic_write_text` / :func:`atomic_write_bytes`) writes to a
+  temporary file beside the target, flushes it to disk, then renames it over the target, so a
+  crash, a kill or a full disk leaves either the old file or the new one, never half of one.
+* :func:`atomic_output` is the same for streamed outputs (CSV / JSONL written row by row): the
+  rows go to a temporary file that replaces the target only when the ``with`` block ends without
+  an exception, so a failed run leaves a previous output as it was.
+* :func:`check_output_file` / :func:`check_output_dir` check an output path *before* any work
+  starts (creatable, not a directory, not one of the inputs, not replaced with ``overwrite=False``)
+  and :func:`check_input_file` refuses what is not a readable regular file (a FIFO or a device
+  such as ``/dev/zero`` would hang or fill memory) or is larger than a limit.
+
+Temporary files are named ``.<target name>.<random>.tmp`` in the target's folder (a rename is
+only atomic within one file system); :func:`remove_stale_temps` clears the ones a killed process
+left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator
+
+from .errors import DataError, LimitError, OutputError
+
+__all__ = [
+    "atomic_output",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_input_file",
+    "check_output_dir",
+    "check_output_file",
+    "fsync_dir",
+    "remove_stale_temps",
+    "same_file",
+]
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename) to disk; a no-op where the OS does not support it."""
+    try:
+        fd = os.open(os.fspath(directory), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], Any], fsync: bool = True) -> Path:
+    """Call ``write_fn(tmp_path)`` to write a temporary file, then rename it onto ``path``.
+
+    The temporary file is flushed to disk first (``fsync``), so after a power cut the target holds
+    the old or the new content. On any exception (including ``KeyboardInterrupt`` and a full
+    disk) the temporary file is removed and the target is left untouched. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        if fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), fsync=fsync)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), fsync=fsync)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w", overwrite: bool = True,
+                  **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file for streaming an output; it replaces ``path`` when the block ends
+    without an exception, and is removed otherwise (an existing ``path`` is then untouched).
+
+    ``overwrite=False`` refuses (:class:`OutputError`) when ``path`` already exists, checked
+    before and again at the end. Text mode defaults to UTF-8.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputError(f"{path} already exists (remove it or allow overwriting)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
+    try:
+        fh = os.fdopen(fd, mode, **open_kwargs)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        with fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if not overwrite and path.exists():
+            raise OutputError(f"{path} appeared while this run was writing it; left as it was")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_stale_temps(directory: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
+    """Delete temporary files that :func:`atomic_write` / :func:`atomic_output` created in
+    ``directory`` and a killed process left behind (only those for ``names``, when given).
+    Returns what was removed. Only call it where no other process is writing the same files."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    wanted = None if names is None else {_tmp_prefix(Path(n)) for n in names}
+    removed = []
+    for p in d.iterdir():
+        name = p.name
+        if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+            continue
+        if wanted is not None and not any(name.startswith(w) for w in wanted):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when both paths exist and name the same file (hard links and symlinks included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _writable_parent(path: Path, what: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():  # the nearest existing ancestor decides whether we can create it
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {probe} is a file, not a folder")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {what} {path}: no permission to write in {probe}")
+
+
+def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
+                      overwrite: bool = True, what: str = "output") -> Path:
+    """Check, before any work, that ``path`` can be written as a file: it is not a folder, its
+    folder exists or can be created and is writable, it is not one of ``inputs``, and with
+    ``overwrite=False`` it does not exist yet. Raises :class:`OutputError` (one line)."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"cannot write {what} {p}: it is a folder")
+    for item in inputs:
+        if same_file(p, item):
+            raise OutputError(f"refusing to write {what} {p}: it is one of the inputs")
+    if p.exists():
+        if not overwrite:
+            raise OutputError(f"{p} already exists; remove it or choose another {what} path")
+        if not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
+            raise OutputError(f"cannot write {what} {p}: no permission")
+    _writable_parent(p, what)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Check that ``path`` is, or can be created as, a writable folder (:class:`OutputError`)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"cannot use {what} {p}: it is a file, not a folder")
+    if p.is_dir():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write into {what} {p}: no permission")
+        return p
+    _writable_parent(p / "x", what)
+    return p
+
+
+def check_input_file(path: str | os.PathLike, what: str = "input", max_bytes: int | None = None) -> Path:
+    """Refuse (:class:`DataError` / :class:`LimitError`) anything but an existing, readable,
+    regular file no larger than ``max_bytes``: FIFOs, sockets and devices would block or never
+    end. Symlinks are followed."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {p}") from None
+    except PermissionError:
+        raise DataError(f"cannot read {what} {p}: no permission") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{what} {p} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{what} {p} is not a regular file (a device, pipe or socket)")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"cannot read {what} {p}: no permission")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise LimitError(f"{what} {p} is {st.st_size:,} bytes, over the limit of {max_bytes:,}")
+    return p
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the OS errors of a full disk or exceeded quota."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
