@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bregnet.errors import BregnetError
-from bregnet.infer.align import crop_face, eye_angle
+from bregnet.errors import BregnetError, DataError
+from bregnet.crop import crop_face, eye_angle
 from bregnet.infer.detect import Detection, HaarDetector, NoDetector, YuNetDetector, make_detector
 from bregnet.infer.tracking import IoUTracker, Smoother, iou_matrix
 from bregnet.preprocess import CropPolicy
@@ -94,26 +94,26 @@ def test_detector_errors():
 def test_crop_identity_and_padding():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    out = crop_face(img, (0, 0, 64, 64), 64, CropPolicy(margin=0.0, square=True, align=False))
+    out = crop_face(img, (0, 0, 64, 64), CropPolicy(margin=0.0, square=True, align=False), 64)
     assert out.dtype == np.uint8 and out.shape == (64, 64, 3)
     np.testing.assert_array_equal(out, img)
     # a box half outside the image: the outside is black, no error
-    out = crop_face(np.full((100, 100, 3), 255, np.uint8), (-50, 0, 100, 100), 64,
-                    CropPolicy(margin=0.0, square=True, align=False))
+    out = crop_face(np.full((100, 100, 3), 255, np.uint8), (-50, 0, 100, 100),
+                    CropPolicy(margin=0.0, square=True, align=False), 64)
     assert out[:, :28].max() == 0 and out[:, 36:].min() == 255
-    # far outside: a black crop
-    out = crop_face(img, (500, 500, 10, 10), 32, CropPolicy(0.1, True, False))
-    assert out.shape == (32, 32, 3) and out.max() == 0
+    # far outside: an error the caller reports (the predictor then uses a black crop)
+    with pytest.raises(DataError, match="outside"):
+        crop_face(img, (500, 500, 10, 10), CropPolicy(0.1, True, False), 32)
 
 
 def test_crop_margin_square_and_large_face_area_averaging():
     img = np.zeros((400, 400, 3), np.uint8)
     img[100:300, 150:250] = 255  # a 100x200 white box
-    out = crop_face(img, (150, 100, 100, 200), 64, CropPolicy(margin=0.0, square=True, align=False))
+    out = crop_face(img, (150, 100, 100, 200), CropPolicy(margin=0.0, square=True, align=False), 64)
     # square around the centre: the 100-wide box fills the middle half of a 200-wide crop
     assert out[:, :14].max() == 0 and out[:, 18:46].min() == 255 and out[:, 50:].max() == 0
     # with a 25% margin the white box shrinks to 200/300 of the height
-    out = crop_face(img, (150, 100, 100, 200), 60, CropPolicy(margin=0.25, square=True, align=False))
+    out = crop_face(img, (150, 100, 100, 200), CropPolicy(margin=0.25, square=True, align=False), 60)
     rows = np.where(out[:, 30, 0] > 127)[0]
     assert abs(len(rows) - 40) <= 1
 
@@ -128,8 +128,8 @@ def test_alignment_levels_the_eyes():
     lm = np.vstack([eyes, [[150, 170], [130, 190], [170, 190]]])
     assert abs(eye_angle(lm) - 30) < 1e-6
     box = (90, 90, 120, 120)
-    aligned = crop_face(img, box, 64, CropPolicy(0.0, True, True), lm)
-    plain = crop_face(img, box, 64, CropPolicy(0.0, True, False), lm)
+    aligned = crop_face(img, box, CropPolicy(0.0, True, True), 64, lm)
+    plain = crop_face(img, box, CropPolicy(0.0, True, False), 64, lm)
 
     def blobs(im):
         n, _, stats, cents = cv2.connectedComponentsWithStats((im[:, :, 0] > 127).astype(np.uint8))

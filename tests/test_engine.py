@@ -208,7 +208,7 @@ def test_training_refuses_missing_annotations(tmp_path, data):
     (["train", "demo", "train.batch_size=0"], "train.batch_size"),
     (["train", "demo", "bogus"], "must look like"),
     (["evaluate", "missing.safetensors"], "checkpoint not found"),
-    (["train", "bregnext50-fer2013"], "needs data.root"),
+    (["train", "bregnext50-fer2013"], "needs a root path"),
     (["demo", "--minutes", "0"], "--minutes"),
 ])
 def test_cli_rejects_bad_arguments_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from bregnet.export.onnx import (  # noqa: E402
     max_abs_diff,
     read_onnx_metadata,
 )
-from bregnet.infer.align import crop_face  # noqa: E402
+from bregnet.crop import crop_face  # noqa: E402
 from bregnet.infer.detect import make_detector  # noqa: E402
 from infer_helpers import LABELS, astronaut, make_checkpoint, multi_face_image  # noqa: E402
 
@@ -51,7 +51,7 @@ def real_crops(ckpt) -> np.ndarray:
     for img in (astronaut(), multi_face_image(2, 3), astronaut()[:, ::-1].copy(),
                 (astronaut() * 0.5).astype(np.uint8)):
         for d in det.detect(img):
-            crops.append(crop_face(img, d.box, 64, meta.preprocess.crop, d.landmarks))
+            crops.append(crop_face(img, d.box, meta.preprocess.crop, 64, d.landmarks))
     assert len(crops) == 9
     return meta.preprocess.normalize_numpy(np.stack(crops))
 

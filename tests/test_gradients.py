@@ -17,6 +17,7 @@ from bregnet.analysis.gradients import (
     unit_gradient_norms,
 )
 from bregnet.cli import main
+from bregnet.errors import UsageError
 from bregnet.models import create_model
 
 
@@ -136,11 +137,11 @@ def test_gradient_study_json_keys_and_determinism(tmp_path):
 
 
 def test_gradient_study_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(UsageError, match="depth"):
         gradient_study(depths=(40,), steps=0)
-    with pytest.raises(ValueError, match="shortcut"):
+    with pytest.raises(UsageError, match="shortcut"):
         gradient_study(depths=(32,), shortcuts=("bogus",))
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(UsageError, match="batch"):
         gradient_study(depths=(32,), batch_size=1)
 
 
@@ -174,7 +175,6 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, word):
 
 
 def test_cli_rejects_non_numeric_argument(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["gradients", "--steps", "many"])
-    assert exc.value.code == 2
-    assert "invalid int value" in capsys.readouterr().err
+    assert main(["gradients", "--steps", "many"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps" in err[0] and "expected an integer" in err[0]

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bregnet.errors import UsageError
 from bregnet.models import SHORTCUTS, create_model, list_models
 from bregnet.models.shortcuts import AdaptiveArctanShortcut, atan_ratio, make_shortcut
 
@@ -92,11 +93,11 @@ def test_forward_features_and_head_compose():
 
 
 def test_bad_arguments_raise_clear_errors():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(UsageError, match="unknown model"):
         create_model("resnet18")
-    with pytest.raises(ValueError, match="unknown shortcut"):
+    with pytest.raises(UsageError, match="unknown shortcut"):
         create_model("bregnet32", shortcut="relu")
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(UsageError, match="num_classes"):
         create_model("bregnet32", num_classes=0)
 
 

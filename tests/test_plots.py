@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bregnet.analysis import plots
-from bregnet.analysis.plots import expected_calibration_error, reliability_bins
+from bregnet.metrics import expected_calibration_error, reliability_bins
 from bregnet.analysis.report import ablation_markdown, metrics_markdown, write_json
 
 CLASSES = ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt"]

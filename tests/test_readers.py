@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bregnet.data.image_io import clamp_box, crop_face, expand_box, read_image, resize_image, to_rgb_uint8
+from bregnet.crop import clamp_box, crop_face, expand_box
+from bregnet.data.image_io import read_image, resize_image, to_rgb_uint8
+from bregnet.preprocess import CropPolicy
 from bregnet.data.readers import (
     AffectNetReader,
     AffWild2Reader,
@@ -21,7 +23,7 @@ from bregnet.data.readers import (
 )
 from bregnet.data.readers.fer2013 import parse_fer2013_csv
 from bregnet.data.registry import READERS, canonical_class, list_datasets, open_reader
-from bregnet.errors import DataError
+from bregnet.errors import DataError, UsageError
 
 RED = (220, 30, 30)  # RGB
 GRAY = (128, 128, 128)
@@ -140,39 +142,44 @@ def test_to_rgb_uint8_variants():
     bgr = np.zeros((1, 1, 3), np.uint8)
     bgr[0, 0] = (1, 2, 3)
     assert tuple(to_rgb_uint8(bgr, "BGR")[0, 0]) == (3, 2, 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         to_rgb_uint8(np.zeros((2, 2, 5), np.uint8))
+
+
+def _policy(margin: float = 0.0, square: bool = False, border: str = "clamp") -> CropPolicy:
+    """The readers' crop policy (no alignment)."""
+    return CropPolicy(margin=margin, square=square, align=False, border=border)
 
 
 def test_crop_geometry():
     img = face_image(200, 100, (60, 20, 40, 50))
-    crop = crop_face(img, (60, 20, 40, 50), margin=0.0, size=64)
+    crop = crop_face(img, (60, 20, 40, 50), _policy(), size=64)
     assert crop.shape == (64, 64, 3)
     assert (crop.reshape(-1, 3) == RED).all()
     # with a margin the face sits in the middle, surrounded by background
-    crop = crop_face(img, (60, 20, 40, 50), margin=0.25, size=None)
+    crop = crop_face(img, (60, 20, 40, 50), _policy(margin=0.25), size=None)
     assert crop.shape == (75, 60, 3)  # 50 * 1.5 by 40 * 1.5, inside the image
     assert tuple(crop[37, 30]) == RED and tuple(crop[0, 0]) == GRAY and tuple(crop[-1, -1]) == GRAY
     assert tuple(crop[12, 10]) == RED and tuple(crop[11, 10]) == GRAY and tuple(crop[12, 9]) == GRAY
     # square: longest side, around the centre
     assert expand_box((60, 20, 40, 50), 0.0, True) == (55.0, 20.0, 105.0, 70.0)
-    crop = crop_face(img, (60, 20, 40, 50), square=True, size=None)
+    crop = crop_face(img, (60, 20, 40, 50), _policy(square=True), size=None)
     assert crop.shape == (50, 50, 3) and tuple(crop[:, 5:45].reshape(-1, 3).min(0)) == RED
     # clamped at the border; padding keeps the box's shape
     assert clamp_box((-10, -10, 30, 30), 200, 100) == (0, 0, 30, 30)
     assert clamp_box((300, 10, 400, 20), 200, 100) is None
-    crop = crop_face(img, (180, 80, 40, 40), size=None)
+    crop = crop_face(img, (180, 80, 40, 40), _policy(), size=None)
     assert crop.shape == (20, 20, 3)
-    pad = crop_face(img, (180, 80, 40, 40), size=None, border="constant")
+    pad = crop_face(img, (180, 80, 40, 40), _policy(border="constant"), size=None)
     assert pad.shape == (40, 40, 3) and (pad[25:, 25:] == 0).all() and tuple(pad[5, 5]) == GRAY
-    rep = crop_face(img, (180, 80, 40, 40), size=None, border="replicate")
+    rep = crop_face(img, (180, 80, 40, 40), _policy(border="replicate"), size=None)
     assert rep.shape == (40, 40, 3) and tuple(rep[39, 39]) == GRAY
-    with pytest.raises(ValueError, match="outside"):
-        crop_face(img, (500, 500, 10, 10))
-    with pytest.raises(ValueError, match="no area"):
-        crop_face(img, (10, 10, 0, 10))
-    with pytest.raises(ValueError, match="not finite"):
-        crop_face(img, (10, float("nan"), 5, 10))
+    with pytest.raises(DataError, match="outside"):
+        crop_face(img, (500, 500, 10, 10), _policy())
+    with pytest.raises(DataError, match="no area"):
+        crop_face(img, (10, 10, 0, 10), _policy())
+    with pytest.raises(DataError, match="not finite"):
+        crop_face(img, (10, float("nan"), 5, 10), _policy())
 
 
 def test_resize_interpolation():
@@ -292,18 +299,16 @@ def test_fer2013_missing_and_headerless(tmp_path):
         FER2013Reader(path, "train")
 
 
-def test_fer2013_parse_speed_smoke(tmp_path):
-    """1,000 rows well under a second (the full 35,887-row file takes about 2.5 s of CPU)."""
-    import time
-
+def test_fer2013_vectorised_parse_of_many_rows(tmp_path):
+    """1,000 random rows (two chunks of the vectorised parser) read back exactly; the parse speed
+    is measured by benchmarks/bench_readers.py, not asserted here."""
     rng = np.random.default_rng(0)
     px = rng.integers(0, 256, (1000, 2304))
     path = write_fer2013(tmp_path / "fer2013.csv",
                          [(i % 7, " ".join(map(str, px[i])), "Training") for i in range(1000)])
-    t = time.process_time()
     table = parse_fer2013_csv(path)
-    assert time.process_time() - t < 2.0
     assert (table.images.reshape(1000, -1) == px).all()
+    assert table.labels.tolist() == [i % 7 for i in range(1000)]
 
 
 # ----------------------------------------------------------------------------------------------

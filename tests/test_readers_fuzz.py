@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bregnet.data.image_io import crop_face
+from bregnet.crop import crop_face
+from bregnet.preprocess import CropPolicy
 from bregnet.data.readers import AffectNetReader, CSVListReader, FER2013Reader
 from bregnet.data.readers.fer2013 import _parse_pixel_block, parse_fer2013_csv
 from bregnet.errors import DataError
@@ -255,8 +256,8 @@ def test_csv_list_malformed_row_names_its_line(csv_root, row, position, border):
 def test_crop_face_total(w, h, box, margin, square, border):
     img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     try:
-        out = crop_face(img, box, margin=margin, square=square, size=64, border=border)
-    except ValueError as exc:
+        out = crop_face(img, box, CropPolicy(margin, square, False, border), size=64)
+    except DataError as exc:
         assert "face box" in str(exc)
         return
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8

@@ -14,8 +14,6 @@ from bregnet.data.transforms import (
     PaperAugment,
     central_crop_resize,
     hsv_to_rgb,
-    make_eval_transform,
-    make_train_transform,
     normalize,
     rgb_to_hsv,
 )
@@ -177,28 +175,11 @@ def test_rejects_bad_input():
         PaperAugment(p=1.5)
 
 
-def test_eval_transform_has_no_randomness():
+def test_normalize_is_the_preprocess_contract():
     x = rand_images(16, size=64)
-    t = make_eval_transform()
-    torch.manual_seed(0)
-    a = t(x)
-    torch.manual_seed(1)
-    b = t(x, gen(5))
-    assert torch.equal(a, b)
+    a = normalize(x)
     assert torch.allclose(a, Preprocess().normalize(x))
-    assert torch.allclose(normalize(x), a)
     assert a.dtype == torch.float32 and a.shape == (16, 3, 64, 64)
-    # other sizes are resized to the input size
-    assert t(rand_images(2, size=48)).shape == (2, 3, 64, 64)
-
-
-def test_train_transform_augments_then_normalises():
-    x = rand_images(32, size=64)
-    t = make_train_transform()
-    y = t(x, gen(3))
-    assert y.dtype == torch.float32 and torch.equal(y, t(x, gen(3)))
-    assert not torch.allclose(y, normalize(x))
-    assert torch.allclose(make_train_transform(augment=False)(x), normalize(x))
 
 
 # ----------------------------------------------------------------------------- sampler

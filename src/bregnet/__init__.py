@@ -5,11 +5,17 @@ Nothing here downloads anything; heavy modules load lazily.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from ._version import __version__
-from .models import create_model, list_models
-from .preprocess import PAPER_MEAN, Preprocess
+# OpenCV's own decoder guard (read once, when cv2 loads): no larger than bregnet's default pixel
+# limit, for the formats whose size bregnet cannot read from the header first (bregnet.limits).
+_pixels = os.environ.get("BREGNET_MAX_IMAGE_PIXELS", "").strip().replace("_", "")
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", _pixels if _pixels.isdigit() else "50000000")
+
+from ._version import __version__  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
+from .preprocess import PAPER_MEAN, Preprocess  # noqa: E402
 
 __all__ = ["PAPER_MEAN", "Predictor", "Preprocess", "__version__", "create_model", "list_models",
            "load_checkpoint"]

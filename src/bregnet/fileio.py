@@ -10,6 +10,9 @@
   starts (creatable, not a directory, not one of the inputs, not replaced with ``overwrite=False``)
   and :func:`check_input_file` refuses what is not a readable regular file (a FIFO or a device
   such as ``/dev/zero`` would hang or fill memory) or is larger than a limit.
+* :func:`write_json` writes strict JSON (NaN and infinities as ``null``, numpy types converted:
+  :func:`json_ready`) atomically; :func:`read_text` reads a small text file (size-limited, strict
+  UTF-8, a UTF-16 file named as such) and :func:`decode_text` does the same for bytes.
 
 Temporary files are named ``.<target name>.<random>.tmp`` in the target's folder (a rename is
 only atomic within one file system); :func:`remove_stale_temps` clears the ones a killed process
@@ -18,15 +21,19 @@ left behind.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
+import json
+import math
 import os
 import stat
 import tempfile
-from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from pathlib import Path, PurePath
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
-from .errors import DataError, LimitError, OutputError
+from .errors import BregnetError, DataError, LimitError, OutputError
+from .limits import MAX_METADATA_BYTES, Limit
 
 __all__ = [
     "atomic_output",
@@ -36,9 +43,15 @@ __all__ = [
     "check_input_file",
     "check_output_dir",
     "check_output_file",
+    "decode_text",
     "fsync_dir",
+    "json_ready",
+    "json_text",
+    "read_text",
     "remove_stale_temps",
     "same_file",
+    "sniff_text_encoding",
+    "write_json",
 ]
 
 _TMP_SUFFIX = ".tmp"
@@ -218,26 +231,31 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     return p
 
 
-def check_input_file(path: str | os.PathLike, what: str = "input", max_bytes: int | None = None) -> Path:
-    """Refuse (:class:`DataError` / :class:`LimitError`) anything but an existing, readable,
-    regular file no larger than ``max_bytes``: FIFOs, sockets and devices would block or never
-    end. Symlinks are followed."""
+def check_input_file(path: str | os.PathLike, what: str = "input",
+                     max_bytes: int | Limit | None = None,
+                     error: type[BregnetError] = DataError) -> Path:
+    """Refuse anything but an existing, readable, regular file no larger than ``max_bytes`` (a
+    number or a :class:`~bregnet.limits.Limit`): FIFOs, sockets and devices would block or never
+    end. Symlinks are followed. Raises ``error`` (:class:`DataError` unless told otherwise, e.g.
+    :class:`~bregnet.errors.CheckpointError`) or :class:`LimitError` for the size."""
     p = Path(path)
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise DataError(f"{what} not found: {p}") from None
+        raise error(f"{p}: {what} not found") from None
     except PermissionError:
-        raise DataError(f"cannot read {what} {p}: no permission") from None
+        raise error(f"{p}: cannot read {what}: no permission") from None
     except OSError as exc:
-        raise DataError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+        raise error(f"{p}: cannot read {what}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{what} {p} is a folder, not a file")
+        raise error(f"{p}: {what} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{what} {p} is not a regular file (a device, pipe or socket)")
+        raise error(f"{p}: {what} is not a regular file (a device, pipe or socket)")
     if not os.access(p, os.R_OK):
-        raise DataError(f"cannot read {what} {p}: no permission")
-    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{p}: cannot read {what}: no permission")
+    if isinstance(max_bytes, Limit):
+        max_bytes.check(st.st_size, f"{what} {p}")
+    elif max_bytes is not None and st.st_size > max_bytes:
         raise LimitError(f"{what} {p} is {st.st_size:,} bytes, over the limit of {max_bytes:,}")
     return p
 
@@ -245,3 +263,102 @@ def check_input_file(path: str | os.PathLike, what: str = "input", max_bytes: in
 def is_disk_full(exc: BaseException) -> bool:
     """True for the OS errors of a full disk or exceeded quota."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# ------------------------------------------------------------------------------------ text and JSON
+_UTF16_32_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                  (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def sniff_text_encoding(head: bytes) -> str | None:
+    """``"UTF-16"`` / ``"UTF-32"`` when the first bytes of a file show that encoding (a byte-order
+    mark, or the NUL bytes every other byte that ASCII text in UTF-16 has), else None."""
+    for bom, name in _UTF16_32_BOMS:  # UTF-32-LE's BOM starts with UTF-16-LE's: test it first
+        if head.startswith(bom):
+            return name
+    sample = head[:4096]
+    if len(sample) >= 4 and sample.count(0) * 4 >= len(sample):
+        return "UTF-16" if sample.count(0) * 4 < len(sample) * 3 else "UTF-32"
+    return None
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def utf8_error_message(where: str, bad: bytes) -> str:
+    """The one-line message for text that is not UTF-8: ``where`` is ``"file:line"``, ``bad`` the
+    offending bytes."""
+    hint = ""
+    if bad and 0x80 <= bad[0] <= 0xFF:
+        try:
+            hint = f" (as Latin-1 it would read {bad[:1].decode('latin-1')!r})"
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+            pass
+    return f"{where}: not UTF-8 text: byte 0x{bad[0]:02x}{hint}; re-save the file as UTF-8"
+
+
+def decode_text(data: bytes, name: str = "<text>") -> str:
+    """Strict UTF-8 (a leading BOM dropped): a UTF-16 / UTF-32 file, or bytes that are not UTF-8
+    (Latin-1, say), are a :class:`DataError` naming the file and line, never garbled text."""
+    other = sniff_text_encoding(data[:4096])
+    if other is not None:
+        raise DataError(f"{name}: the file is {other}, expected UTF-8; re-save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(utf8_error_message(f"{name}:{_line_of(data, exc.start)}",
+                                           data[exc.start:exc.end])) from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file",
+              max_bytes: int | Limit | None = MAX_METADATA_BYTES) -> str:
+    """A small text file (a recipe, a JSON description) read whole: a regular file no larger
+    than ``max_bytes``, strict UTF-8 (see :func:`decode_text`)."""
+    p = check_input_file(path, what, max_bytes=max_bytes)
+    return decode_text(p.read_bytes(), str(p))
+
+
+def json_ready(obj: Any) -> Any:
+    """A copy of ``obj`` that :func:`json.dumps` accepts with ``allow_nan=False``: numpy / torch
+    scalars and arrays become numbers and lists, NaN and infinities ``None``, tuples and sets
+    lists, paths strings, dict keys strings."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    import numpy as np
+
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (PurePath, os.PathLike)):
+        return os.fspath(obj)
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # a torch tensor
+        return json_ready(obj.detach().cpu().tolist())
+    if hasattr(obj, "item"):
+        return json_ready(obj.item())
+    if hasattr(obj, "to_dict"):
+        return json_ready(obj.to_dict())
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def json_text(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``obj`` (see :func:`json_ready`): never a bare ``NaN``."""
+    return json.dumps(json_ready(obj), indent=indent, allow_nan=False, ensure_ascii=False,
+                      sort_keys=sort_keys)
+
+
+def write_json(obj: Any, path: str | os.PathLike, indent: int = 2, fsync: bool = True) -> str:
+    """Write ``obj`` as strict JSON (NaN / inf -> null, numpy types converted) atomically
+    (:func:`atomic_write_text`); folders are created. Returns the path as a string."""
+    atomic_write_text(path, json_text(obj, indent) + "\n", fsync=fsync)
+    return os.fspath(path)

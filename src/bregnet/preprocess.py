@@ -7,34 +7,61 @@ checkpoint always use :class:`Preprocess` from its metadata rather than these de
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["PAPER_MEAN", "CropPolicy", "Preprocess"]
+from .errors import UsageError
+
+__all__ = ["BORDERS", "MARGIN_RANGE", "PAPER_MEAN", "CropPolicy", "Preprocess"]
 
 PAPER_MEAN: tuple[float, float, float] = (0.5727663, 0.44812188, 0.39362228)
+#: How pixels outside the image are handled (see :func:`bregnet.crop.crop_face`).
+BORDERS = ("clamp", "constant", "replicate")
+#: Accepted margins: below -0.45 the box all but vanishes, above 5 it is 11 times the face.
+MARGIN_RANGE = (-0.45, 5.0)
 
 
 @dataclass(frozen=True)
 class CropPolicy:
-    """How a face box becomes the square crop the model saw in training.
+    """How a face box becomes the square crop the model saw in training
+    (applied by :func:`bregnet.crop.crop_face`).
 
     ``margin`` enlarges the box by this fraction of its side on every side; ``square`` makes the
     box square around its centre (longest side); ``align`` rotates so that the eyes are level when
-    eye landmarks are known.
+    eye landmarks are known; ``border`` says what fills the part of the box outside the image:
+    ``"constant"`` (black), ``"replicate"`` (edge pixels) or ``"clamp"`` (nothing: the box is cut
+    to the image). Out-of-range values are a :class:`~bregnet.errors.UsageError`.
     """
 
     margin: float = 0.1
     square: bool = True
     align: bool = True
+    border: str = "constant"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) \
+                or not math.isfinite(self.margin):
+            raise UsageError(f"crop margin must be a finite number, got {self.margin!r}")
+        lo, hi = MARGIN_RANGE
+        if not lo <= self.margin <= hi:
+            raise UsageError(f"crop margin {self.margin:g} is out of range [{lo:g}, {hi:g}]")
+        for key in ("square", "align"):
+            if not isinstance(getattr(self, key), (bool, np.bool_)):
+                raise UsageError(f"crop {key} must be true or false, got {getattr(self, key)!r}")
+        if self.border not in BORDERS:
+            raise UsageError(f"crop border must be one of {', '.join(BORDERS)}, got {self.border!r}")
+        object.__setattr__(self, "margin", float(self.margin))
+        object.__setattr__(self, "square", bool(self.square))
+        object.__setattr__(self, "align", bool(self.align))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "CropPolicy":
         d = dict(d or {})
-        return cls(**{k: d[k] for k in ("margin", "square", "align") if k in d})
+        return cls(**{k: d[k] for k in ("margin", "square", "align", "border") if k in d})
 
 
 @dataclass(frozen=True)

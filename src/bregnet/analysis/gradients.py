@@ -1,6 +1,6 @@
 """Gradient-flow study: how the gradient of the loss travels back through the residual units.
 
-The paper's claim (PAPER.md section 1): with an identity shortcut ``y = F(x) + x`` the backward
+The BReG-Net paper's claim (its introduction): with an identity shortcut ``y = F(x) + x`` the backward
 signal ``dL/dx = dL/dy (1 + dF/dx)`` keeps the full shortcut term in every unit, so it passes
 unchanged (or grows) through the whole depth; a bounded shortcut ``g`` with ``0 < g' <= 1``
 damps the shortcut term in every unit, so the gradient can neither explode nor flow through
@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = [
     "DEFAULT_DEPTHS",
     "DEFAULT_SHORTCUTS",
@@ -55,7 +57,7 @@ def _logits(output: Any) -> torch.Tensor:
 def _units(model: nn.Module) -> list[nn.Module]:
     units = getattr(model, "units", None)
     if units is None:
-        raise ValueError("model has no `units` attribute listing its residual units")
+        raise UsageError("model has no `units` attribute listing its residual units")
     return list(units)
 
 
@@ -159,31 +161,27 @@ def make_probe_data(
 ) -> tuple[torch.Tensor, torch.Tensor, str, list[str]]:
     """``n`` normalised images (N, 3, S, S) float32 and labels for the study.
 
-    ``data``: ``"synthetic"`` (the embedded synthetic faces, ``bregnet.data.synthetic``),
-    ``"random"`` (seeded uniform noise images with random labels) or ``"auto"`` (synthetic when
-    that module is available, else random). Returns ``(images, labels, source, classes)``.
+    ``data``: ``"synthetic"`` (the embedded synthetic faces, through the data set registry),
+    ``"random"`` (seeded uniform noise images with random labels) or ``"auto"`` (the same as
+    synthetic). Returns ``(images, labels, source, classes)``.
     """
     from ..preprocess import Preprocess
 
     if data not in ("auto", "synthetic", "random"):
-        raise ValueError(f"unknown data {data!r}; choose auto, synthetic or random")
-    source = data
+        raise UsageError(f"unknown data {data!r}; choose auto, synthetic or random")
+    source = "random" if data == "random" else "synthetic"
     classes: list[str] = [f"class{i}" for i in range(num_classes)]
     images_u8: torch.Tensor | None = None
     labels: torch.Tensor | None = None
-    if data in ("auto", "synthetic"):
-        try:
-            from ..data.synthetic import make_synthetic  # type: ignore[import-not-found]
-        except ImportError:
-            if data == "synthetic":
-                raise ValueError("the synthetic data set (bregnet.data.synthetic) is not available") from None
-            source = "random"
-        else:
-            ds = make_synthetic(n, seed=seed, imbalance="none", size=max(16, image_size))
-            images_u8, labels, _va = ds.batch(np.arange(n))
-            classes = list(ds.classes)
-            source = "synthetic"
-    if images_u8 is None:
+    if source == "synthetic":
+        from ..data.registry import open_reader
+
+        reader = open_reader("synthetic", None, "train", n=n, seed=seed, imbalance="none",
+                             size=max(16, image_size))
+        ds, _ = reader.to_arrays()
+        images_u8, labels, _va = ds.batch(np.arange(n))
+        classes = list(ds.classes)
+    else:
         g = torch.Generator().manual_seed(seed)
         images_u8 = torch.randint(0, 256, (n, 3, image_size, image_size), generator=g,
                                   dtype=torch.uint8)
@@ -261,21 +259,21 @@ def gradient_study(
     depths = [int(d) for d in depths]
     shortcuts = list(shortcuts)
     if not depths or not shortcuts:
-        raise ValueError("need at least one depth and one shortcut")
+        raise UsageError("need at least one depth and one shortcut")
     bad = [d for d in depths if d not in _VALID_DEPTHS]
     if bad:
-        raise ValueError(f"unsupported depth {bad[0]}; choose from {', '.join(map(str, _VALID_DEPTHS))}")
+        raise UsageError(f"unsupported depth {bad[0]}; choose from {', '.join(map(str, _VALID_DEPTHS))}")
     bad_s = [s for s in shortcuts if s not in SHORTCUTS]
     if bad_s:
-        raise ValueError(f"unknown shortcut {bad_s[0]!r}; choose from {', '.join(SHORTCUTS)}")
+        raise UsageError(f"unknown shortcut {bad_s[0]!r}; choose from {', '.join(SHORTCUTS)}")
     if steps < 0:
-        raise ValueError("steps must be >= 0")
+        raise UsageError("steps must be >= 0")
     if batch_size < 2:
-        raise ValueError("batch size must be at least 2 (batch norm needs a batch)")
+        raise UsageError("batch size must be at least 2 (batch norm needs a batch)")
     if image_size < 8 or image_size % 4:
-        raise ValueError("image size must be a multiple of 4, at least 8")
+        raise UsageError("image size must be a multiple of 4, at least 8")
     if not lr > 0:
-        raise ValueError("learning rate must be positive")
+        raise UsageError("learning rate must be positive")
 
     pool_n = batch_size * (max(1, pool_batches) if steps > 0 else 1)
     images, labels, source, classes = make_probe_data(pool_n, seed, data, image_size, num_classes)

@@ -12,19 +12,20 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..metrics import MetricWarning, ccc, expected_calibration_error, reliability_bins, rmse
+
 __all__ = [
-    "expected_calibration_error",
     "plot_confusion_matrix",
     "plot_face_grid",
     "plot_learning_curves",
     "plot_per_class_f1",
     "plot_reliability",
     "plot_va",
-    "reliability_bins",
 ]
 
 DPI = 120
@@ -177,16 +178,6 @@ def _cmap(name: str):
 # ------------------------------------------------------------------------------- valence/arousal
 
 
-def _ccc(t: np.ndarray, p: np.ndarray) -> float:
-    if len(t) < 2:
-        return float("nan")
-    mt, mp = t.mean(), p.mean()
-    vt, vp = t.var(), p.var()
-    cov = ((t - mt) * (p - mp)).mean()
-    den = vt + vp + (mt - mp) ** 2
-    return float(2 * cov / den) if den > 0 else float("nan")
-
-
 def plot_va(
     true: Any,
     pred: Any,
@@ -226,8 +217,9 @@ def plot_va(
                 _, _, _, im = ax.hist2d(td, pd, bins=60, range=[[lo, hi], [lo, hi]],
                                         cmap="viridis", norm=LogNorm(), cmin=1)
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="samples per cell")
-            rmse = float(np.sqrt(np.mean((td - pd) ** 2)))
-            head = f"{name}: CCC {_ccc(td, pd):.3f}, RMSE {rmse:.3f} (n={len(td)})"
+            with warnings.catch_warnings():  # an undefined CCC shows as nan in the title
+                warnings.simplefilter("ignore", MetricWarning)
+                head = f"{name}: CCC {ccc(td, pd):.3f}, RMSE {rmse(td, pd):.3f} (n={len(td)})"
         ax.plot([lo, hi], [lo, hi], color=_RED, lw=1.2, ls="--", label="perfect prediction")
         ax.axhline(0, color="0.8", lw=0.6)
         ax.axvline(0, color="0.8", lw=0.6)
@@ -244,46 +236,6 @@ def plot_va(
 
 
 # ----------------------------------------------------------------------------------- calibration
-
-
-def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """Equal-width confidence bins over (0, 1]: bin ``b`` holds confidences in
-    ``(b / n_bins, (b + 1) / n_bins]`` (a confidence of exactly 0 goes to bin 0).
-
-    Confidence is the top probability and the prediction its arg-max; samples with a negative
-    label (absent) are ignored. Returns per-bin ``count``, ``accuracy``, ``confidence`` (NaN for
-    empty bins) and the bin ``edges``.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels).reshape(-1)
-    if probs.ndim != 2 or len(probs) != len(labels):
-        raise ValueError(f"probs must be (N, K) aligned with labels (N,), got {probs.shape} and {labels.shape}")
-    if int(n_bins) < 1:
-        raise ValueError("n_bins must be at least 1")
-    n_bins = int(n_bins)
-    keep = labels >= 0
-    probs, labels = probs[keep], labels[keep].astype(np.int64)
-    conf = probs.max(axis=1) if len(probs) else np.zeros(0)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64) if len(probs) else np.zeros(0)
-    idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.bincount(idx, weights=correct, minlength=n_bins) / count
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
-    return {"count": count, "accuracy": acc, "confidence": mean_conf,
-            "edges": np.linspace(0.0, 1.0, n_bins + 1)}
-
-
-def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
-    """ECE = sum over bins of (n_b / N) * |accuracy_b - mean confidence_b| (see
-    :func:`reliability_bins` for the binning). NaN when there are no labelled samples."""
-    b = reliability_bins(probs, labels, n_bins)
-    n = b["count"].sum()
-    if n == 0:
-        return float("nan")
-    nz = b["count"] > 0
-    gap = np.abs(b["accuracy"][nz] - b["confidence"][nz])
-    return float(np.sum(b["count"][nz] / n * gap))
 
 
 def plot_reliability(

@@ -10,14 +10,12 @@ Metric key conventions (those of :func:`bregnet.metrics.all_metrics`):
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from pathlib import PurePath
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from ..fileio import json_ready, write_json  # noqa: F401  (the report's JSON: strict, atomic)
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -209,55 +207,3 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]], classes: Sequence[str] 
         line += [format_value(r.get(f"recall/{c}"), 2, percent=True) for c in recall_classes]
         body.append(line)
     return _table(header, body, align) + "\n"
-
-
-# ----------------------------------------------------------------------------------------- JSON
-
-
-def json_ready(obj: Any) -> Any:
-    """A copy of ``obj`` that :func:`json.dumps` accepts with ``allow_nan=False``: numpy / torch
-    scalars and arrays become numbers and lists, NaN and infinities ``None``, tuples and sets
-    lists, paths strings, dict keys strings."""
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return x if math.isfinite(x) else None
-    if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, (PurePath, os.PathLike)):
-        return os.fspath(obj)
-    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # a torch tensor
-        return json_ready(obj.detach().cpu().tolist())
-    if hasattr(obj, "item"):
-        return json_ready(obj.item())
-    if hasattr(obj, "to_dict"):
-        return json_ready(obj.to_dict())
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
-
-
-def write_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> str:
-    """Write ``obj`` as strict JSON (NaN / inf -> null, numpy types converted) atomically: to a
-    temporary file in the same folder, then renamed. Folders are created. Returns the path."""
-    path = os.fspath(path)
-    text = json.dumps(json_ready(obj), indent=indent, allow_nan=False, ensure_ascii=False)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

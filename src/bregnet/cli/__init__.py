@@ -3,8 +3,9 @@ arguments and calls the library.
 
 Error contract: a :class:`~bregnet.errors.BregnetError` (a fault the user can fix) and the
 operating system's file errors (:class:`OSError`: no permission, disk full, no such file) print one
-line and exit with code 2; argparse does the same for arguments of the wrong type or range. Any
-other exception is a bug: it keeps its traceback."""
+line and exit with code 2; so does an argument of the wrong type or range, which argparse finds
+while parsing (the parser prints the one line ``bregnet <command>: error: ...`` instead of its
+usage block; ``--help`` shows the usage). Any other exception is a bug: it keeps its traceback."""
 
 from __future__ import annotations
 
@@ -25,8 +26,23 @@ COMMANDS = (
 )
 
 
+class _ArgumentError(Exception):
+    """An argument argparse refused: ``prog`` and the one-line ``message``."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, reporting a bad argument as one line (no usage block) with exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _ArgumentError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bregnet",
         description="Facial affect computing with Bounded Residual Gradient Networks "
                     "(BReG-Net, BReG-NeXt): train, evaluate, run and export.",
@@ -43,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as exc:
+        print(f"{exc.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

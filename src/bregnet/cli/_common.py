@@ -2,16 +2,18 @@
 
 Argument *types* check each value when argparse reads it, so a wrong type or range is reported by
 argparse itself (one line, exit code 2) before any work starts. Values given on the command line
-are strings and stay strings unless a type converts them: nothing here re-parses them as YAML.
+are strings and stay strings unless a type converts them: paths and names are never re-parsed
+as YAML; only ``--option KEY=VALUE`` values are read as YAML scalars, by the one parser that also
+reads ``section.key=value`` overrides (:func:`bregnet.engine.config.parse_scalar`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import re
-from typing import Callable
+from typing import Any, Callable, Iterable
 
+from ..device import check_device_name
 from ..errors import UsageError
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "key_value",
     "non_negative_int",
     "positive_int",
+    "reader_options",
 ]
 
 
@@ -69,26 +72,34 @@ def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool 
     return parse
 
 
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
 def device_arg(text: str) -> str:
     """An argparse type for ``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    Only the spelling is checked here; whether the device exists is checked when it is used."""
-    value = text.strip().lower()
-    if not _DEVICE.match(value):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N, mps or auto")
-    return value
+    Only the spelling is checked here; whether the device exists is checked, before any work, by
+    :func:`bregnet.device.resolve_device` in the library call."""
+    try:
+        return check_device_name(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def key_value(text: str) -> tuple[str, str]:
-    """An argparse type for ``KEY=VALUE``: the key stripped, the value kept as given."""
+    """An argparse type for ``KEY=VALUE``: the key stripped (``-`` read as ``_``), the value kept
+    as given (text; :func:`reader_options` reads it as a YAML scalar)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r} must look like key=value")
     key, value = text.split("=", 1)
-    if not key.strip():
+    key = key.strip().replace("-", "_")
+    if not key:
         raise argparse.ArgumentTypeError(f"{text!r} has an empty key")
-    return key.strip(), value
+    return key, value
+
+
+def reader_options(pairs: Iterable[tuple[str, str]] | None) -> dict[str, Any]:
+    """``--option`` pairs -> reader options, each value read by
+    :func:`bregnet.engine.config.parse_scalar` (the rule of ``section.key=value`` overrides)."""
+    from ..engine.config import parse_scalar
+
+    return {key: parse_scalar(value) for key, value in pairs or ()}
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -97,21 +108,20 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                    "rafdb, affwild2, folder, csv)")
     p.add_argument("--root", help="folder holding the data set's files")
     p.add_argument("--cache", help="prepared cache folder (built on first use)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="reader option, e.g. --option num_classes=7 (repeatable)")
 
 
-def data_overrides(args: argparse.Namespace) -> list[str]:
-    """Turn data arguments into ``data.*=...`` config overrides."""
-    out = []
+def data_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """Data arguments -> typed ``("data.<key>", value)`` config overrides: paths and names stay
+    the strings given (``--root 2013`` is the folder "2013", never the number)."""
+    out: list[tuple[str, Any]] = []
     if getattr(args, "data", None):
-        out.append(f"data.name={args.data}")
+        out.append(("data.name", args.data))
     if getattr(args, "root", None):
-        out.append(f"data.root={args.root}")
+        out.append(("data.root", args.root))
     if getattr(args, "cache", None):
-        out.append(f"data.cache={args.cache}")
-    for item in getattr(args, "option", []) or []:
-        if "=" not in item:
-            raise UsageError(f"--option {item!r} must look like key=value")
-        out.append(f"data.options.{item}")
+        out.append(("data.cache", args.cache))
+    for key, value in reader_options(getattr(args, "option", None)).items():
+        out.append((f"data.options.{key}", value))
     return out

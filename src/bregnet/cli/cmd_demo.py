@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from ._common import float_range, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a small multi-task BReG-NeXt on the embedded SYNTHETIC face data set "
                     "for a few minutes, evaluate it on held-out faces and write a report folder.")
     p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
-    p.add_argument("--minutes", type=float, default=2.5, help="training time budget (default 2.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float_range(0.0, lo_open=True), default=2.5,
+                   help="training time budget (default 2.5)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for the demo recipe")
     p.set_defaults(func=run)
@@ -23,8 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.runs import run_demo
 
-    if not args.minutes > 0:
-        raise UsageError("--minutes must be positive")
     m = run_demo(args.out, max_time_s=args.minutes * 60, seed=args.seed, progress=not args.no_progress,
                  overrides=args.overrides)
     print(f"test accuracy {m['accuracy']:.3f} (chance {m['chance_accuracy']:.3f}, majority class "

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-
-from ._common import add_data_args, data_overrides
+from ._common import add_data_args, data_overrides, device_arg, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=None, help="split to score (default: the recipe's test split)")
     p.add_argument("--out", help="report folder (default: <checkpoint folder>/eval-<split>)")
     p.add_argument("--tta-flip", action="store_true", help="average with the mirrored image")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.set_defaults(func=run)
 
 
@@ -34,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.config import DEFAULTS, apply_overrides, merge
     from ..engine.evaluate import evaluate_checkpoint
 
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
     meta = read_metadata(args.checkpoint)
     recipe_data = (meta.recipe or {}).get("data") or {}
     cfg = merge(DEFAULTS, {"data": {k: v for k, v in recipe_data.items() if k in DEFAULTS["data"]}})

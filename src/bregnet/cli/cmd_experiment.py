@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-
-from ._common import add_data_args, data_overrides
+from ._common import add_data_args, data_overrides, device_arg, float_range, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,12 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
     p.add_argument("--recipe", default="bregnext50-fer2013", help="base recipe (data and training settings)")
     add_data_args(p)
-    p.add_argument("--depths", nargs="+", type=int, default=[32, 56, 110])
+    p.add_argument("--depths", nargs="+", type=positive_int, default=[32, 56, 110])
     p.add_argument("--families", nargs="+", default=["resnet", "bregnet", "bregnext"])
     p.add_argument("--weightings", nargs="+", default=["inverse", "none"])
-    p.add_argument("--width-scale", type=float, default=1.0, help="scale the 32/64/128 widths")
+    p.add_argument("--width-scale", type=float_range(0.0, 16.0, lo_open=True), default=1.0,
+                   help="scale the 32/64/128 widths")
     p.add_argument("--out", default="runs/ablation")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_arg, default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -37,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.runs import run_ablation
 
-    if not args.width_scale > 0:
-        raise UsageError("--width-scale must be positive")
     run_ablation(args.recipe, args.out, args.depths, args.families, args.weightings,
                  [*data_overrides(args), *args.overrides], args.width_scale,
                  progress=not args.no_progress, device=args.device)

@@ -15,6 +15,9 @@ labels and crop policy in the model's metadata_props under 'bregnet'), and retur
 """
 
 
+from ._common import float_range, int_range
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX",
                        description="Export a checkpoint to ONNX with its metadata and check that "
@@ -22,14 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     p.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int_range(1), default=18,
+                   help="ONNX opset (default 18; one the installed exporter supports: torch.export "
+                        "from 18, TorchScript up to 20)")
     p.add_argument("--static-batch", action="store_true",
                    help="fix the batch axis (default: dynamic)")
     p.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.export-based (dynamo, needs onnxscript), TorchScript-based (legacy) "
                         "or auto: dynamo, falling back to legacy (default)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
-    p.add_argument("--tolerance", type=float, default=1e-4,
+    p.add_argument("--tolerance", type=float_range(0.0), default=1e-4,
                    help="maximum absolute difference accepted by the parity check (default 1e-4)")
     p.set_defaults(func=run)
 
@@ -39,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.checkpoint import load_checkpoint
     from ..errors import BregnetError
-    from ..export.onnx import export_onnx, max_abs_diff
+    from ..export.onnx import check_export, export_onnx, max_abs_diff
 
+    check_export(args.onnx, args.opset, args.exporter, inputs=[args.checkpoint])  # before any work
     model, meta = load_checkpoint(args.checkpoint)
     path = export_onnx(model, args.onnx, opset=args.opset, dynamic_batch=not args.static_batch,
                        meta=meta, exporter=args.exporter)

@@ -7,6 +7,9 @@ import os
 import sys
 
 
+from ._common import float_range, int_range, non_negative_int, positive_int
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gradients",
@@ -15,21 +18,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "6n+2 networks, for each shortcut and depth, at initialisation and after N Adam "
                     "steps. Writes gradients.json and gradients.png to --out and prints a table.",
     )
-    p.add_argument("--depths", type=int, nargs="+", default=[32, 56, 110], metavar="D",
+    p.add_argument("--depths", type=int, nargs="+", choices=[32, 56, 110], default=[32, 56, 110], metavar="D",
                    help="network depths, from 32 56 110 (default: all three)")
     p.add_argument("--shortcuts", nargs="+", default=["identity", "arctan", "adaptive"], metavar="S",
                    help="shortcut mappings: identity arctan tanh softsign adaptive "
                         "(default: identity arctan adaptive)")
-    p.add_argument("--steps", type=int, default=0,
+    p.add_argument("--steps", type=non_negative_int, default=0,
                    help="Adam steps before the second measurement (default 0: initialisation only)")
-    p.add_argument("--batch-size", type=int, default=8, help="probe and training batch (default 8)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
+    p.add_argument("--batch-size", type=int_range(2), default=8,
+                   help="probe and training batch, at least 2 (batch norm needs a batch; default 8)")
+    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=1e-4,
+                   help="Adam learning rate (default 1e-4, the paper's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for weights and data (default 0)")
     p.add_argument("--data", choices=["auto", "synthetic", "random"], default="auto",
                    help="probe images: the synthetic faces (auto, when available) or seeded noise")
-    p.add_argument("--image-size", type=int, default=64,
-                   help="input side in pixels (default 64; 32 is about 4x faster)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--image-size", type=int_range(16, 1024), default=64,
+                   help="input side in pixels, a multiple of 4 (default 64; 32 is about 4x faster)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often faster for "
                         "small images on a busy machine)")
     p.add_argument("--out", default="gradients", metavar="DIR",
@@ -40,27 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.gradients import format_study_table, gradient_study, plot_gradient_study
     from ..analysis.report import write_json
-    from ..errors import BregnetError
+    from ..errors import UsageError
+    from ..fileio import check_output_dir
     from ..models import SHORTCUTS
 
-    bad = [d for d in args.depths if d not in (32, 56, 110)]
-    if bad:
-        raise BregnetError(f"--depths: unsupported depth {bad[0]}; choose from 32 56 110")
     bad_s = [s for s in args.shortcuts if s not in SHORTCUTS]
     if bad_s:
-        raise BregnetError(f"--shortcuts: unknown shortcut {bad_s[0]!r}; choose from {' '.join(SHORTCUTS)}")
-    if args.steps < 0:
-        raise BregnetError("--steps must be >= 0")
-    if args.batch_size < 2:
-        raise BregnetError("--batch-size must be at least 2 (batch norm needs a batch)")
-    if not args.lr > 0:
-        raise BregnetError("--lr must be positive")
-    if args.image_size < 16 or args.image_size % 4:
-        raise BregnetError("--image-size must be a multiple of 4, at least 16")
-    if args.threads is not None and args.threads < 1:
-        raise BregnetError("--threads must be at least 1")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise BregnetError(f"--out {args.out!r} exists and is not a folder")
+        raise UsageError(f"--shortcuts: unknown shortcut {bad_s[0]!r}; choose from {' '.join(SHORTCUTS)}")
+    if args.image_size % 4:
+        raise UsageError(f"--image-size must be a multiple of 4, got {args.image_size}")
+    check_output_dir(args.out, "--out folder")  # before the study runs
 
     if args.threads is not None:
         import torch

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from ._common import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registered networks",
                        description="List registered network names, their layout and parameters.")
-    p.add_argument("--num-classes", type=int, default=8, help="classes for the parameter count")
+    p.add_argument("--num-classes", type=positive_int, default=8, help="classes for the parameter count")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..models import create_model, list_models, model_info
 
-    if args.num_classes < 1:
-        raise UsageError("--num-classes must be at least 1")
     print(f"{'name':<12} {'params':>11}  description")
     for name in list_models():
         model = create_model(name, num_classes=args.num_classes)

@@ -18,6 +18,9 @@ Unreadable images are reported on stderr and skipped.
 """
 
 
+from ._common import device_arg, float_range, non_negative_int, positive_int
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help="run a model on images, folders, videos or a webcam",
@@ -27,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a .safetensors checkpoint, a run folder, or an exported .onnx")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files, folders (searched recursively) and video files")
-    p.add_argument("--webcam", type=int, metavar="INDEX", help="read from this camera")
+    p.add_argument("--webcam", type=non_negative_int, metavar="INDEX", help="read from this camera (0, 1, ...)")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", action="append", metavar="PATH",
                    help="write records to PATH (.csv or .jsonl; '-' = CSV on stdout); repeatable. "
@@ -41,45 +44,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="PyTorch or ONNX Runtime (an .onnx file always uses ONNX Runtime)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
-    g.add_argument("--batch-size", type=int, default=32, help="faces per model call (default 32)")
-    g.add_argument("--threads", type=int, help="CPU threads for the model")
+    g.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="faces per model call (default 32)")
+    g.add_argument("--threads", type=positive_int, help="CPU threads for the model")
     g = p.add_argument_group("faces")
     g.add_argument("--detector", choices=("yunet", "haar", "none"), default="yunet",
                    help="yunet (default, 5 landmarks), haar (OpenCV cascade) or none (inputs are "
                         "face crops)")
-    g.add_argument("--det-threshold", type=float, help="minimum detection score (default 0.5)")
-    g.add_argument("--det-max-side", type=int,
+    g.add_argument("--det-threshold", type=float_range(0.0, 1.0),
+                   help="minimum detection score in [0, 1] (default 0.5)")
+    g.add_argument("--det-max-side", type=positive_int,
                    help="downscale images whose longest side exceeds this for detection "
                         "(default 640)")
-    g.add_argument("--min-face", type=int, help="ignore faces smaller than this many pixels")
+    g.add_argument("--min-face", type=non_negative_int, help="ignore faces smaller than this many pixels")
     g.add_argument("--no-align", action="store_true",
                    help="do not level the eyes even if the checkpoint's crop policy says so")
     g.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     g = p.add_argument_group("video")
     s = g.add_mutually_exclusive_group()
-    s.add_argument("--every", type=int, default=1, metavar="N", help="keep every N-th frame")
-    s.add_argument("--fps", type=float, help="keep about this many frames per second")
-    g.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    s.add_argument("--every", type=positive_int, default=1, metavar="N", help="keep every N-th frame")
+    s.add_argument("--fps", type=float_range(0.0, lo_open=True), help="keep about this many frames per second")
+    g.add_argument("--max-frames", type=positive_int, help="stop after this many processed frames")
     g.add_argument("--no-track", action="store_true",
                    help="no tracking: face_id is the index within each frame")
-    g.add_argument("--smooth", type=float, default=0.0, metavar="A",
+    g.add_argument("--smooth", type=float_range(0.0, 1.0, hi_open=True), default=0.0, metavar="A",
                    help="exponential smoothing per tracked face, s = A*s + (1-A)*x, 0 <= A < 1 "
                         "(default 0: off)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BregnetError
-    from ..infer.pipeline import run_predictions
+    from ..errors import UsageError
+    from ..infer.pipeline import check_outputs, run_predictions
     from ..infer.predictor import Predictor
 
     if not args.inputs and args.webcam is None:
-        raise BregnetError("give at least one INPUT (image, folder, video) or --webcam INDEX")
-    if args.batch_size < 1:
-        raise BregnetError("--batch-size must be at least 1")
-    if not 0.0 <= args.smooth < 1.0:
-        raise BregnetError("--smooth must be in [0, 1)")
+        raise UsageError("give at least one INPUT (image, folder, video) or --webcam INDEX")
+    outputs = args.output or ["-"]
+    check_outputs(outputs, args.annotate, args.inputs)  # before the model is loaded
     predictor = Predictor.from_checkpoint(
         args.checkpoint, detector=args.detector, device=args.device, backend=args.backend,
         batch_size=args.batch_size, threads=args.threads, align=False if args.no_align else None,
@@ -87,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
             "score_threshold": args.det_threshold, "max_side": args.det_max_side,
             "min_size": args.min_face},
     )
-    outputs = args.output or ["-"]
     summary = run_predictions(
         predictor, args.inputs, outputs, webcam=args.webcam, keep_empty=args.keep_empty,
         annotate_dir=args.annotate, recursive=not args.no_recursive,

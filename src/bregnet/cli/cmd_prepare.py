@@ -3,37 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from ..errors import BregnetError
-
-
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict with ints, floats and booleans converted."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise BregnetError(f"--option expects key=value, got {item!r}")
-        options[key] = _parse_value(value)
-    return options
+from ._common import key_value, positive_int, reader_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,9 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="cache directory (one sub-folder per split)")
     p.add_argument("--split", action="append", metavar="SPLIT",
                    help="split to prepare (repeatable; default: all splits of the data set)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="reader option (repeatable)")
+    p.add_argument("--option", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="reader option (repeatable); the value is read as a YAML scalar: 7, 0.1, true")
     p.add_argument("--overwrite", action="store_true", help="rebuild splits that are already prepared")
-    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="K",
+    p.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="K",
                    help="save resumable progress every K items (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -64,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     splits = [s for item in args.split for s in item.split(",") if s] if args.split else None
     report = prepare_cache(args.data, args.root, args.out, splits=splits, progress=not args.no_progress,
                            overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
-                           **parse_options(args.option))
+                           **reader_options(args.option))
     print(report.summary())
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import UsageError
 
-from ._common import add_data_args, data_overrides
+from ._common import add_data_args, data_overrides, device_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default runs/<recipe name>)")
     add_data_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--evaluate-test", action="store_true",
                    help="after training, evaluate the best checkpoint on the test split")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -31,8 +31,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._version import __version__
-from ..errors import DataError
+from ..errors import BregnetError, DataError, UsageError
+from ..fileio import (atomic_output, atomic_write, atomic_write_bytes, atomic_write_text,
+                      check_input_file, check_output_dir, json_ready, remove_stale_temps, write_json)
+from ..limits import MAX_METADATA_BYTES
 from .base import ArrayDataset
+from .image_io import resize_image
 from .readers.base import FaceReader
 
 __all__ = [
@@ -48,8 +52,8 @@ __all__ = [
 CACHE_FORMAT = "bregnet-cache"
 CACHE_VERSION = 1
 _FINAL = ("images.u8", "labels.npy", "va.npy", "soft_labels.npy", "meta.json", "skipped.txt")
-_PARTIAL = ("images.partial", "images.compact", "labels.partial", "va.partial", "skipped.partial",
-            "progress.json", "progress.json.tmp", "meta.json.tmp")
+_PARTIAL = ("images.partial", "labels.partial", "va.partial", "skipped.partial",
+            "progress.json")
 
 
 @dataclass
@@ -97,25 +101,32 @@ class PrepareReport:
 
 # --------------------------------------------------------------------------------- helpers
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str, sort_keys=True))
+    return json.loads(json.dumps(json_ready(value), default=str, sort_keys=True))
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json(obj, path, indent=1)
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-        return obj if isinstance(obj, dict) else None
-    except (OSError, ValueError):
+    """A cache's own JSON file, or None when it is absent or damaged (the cache is then rebuilt);
+    a file that is not a regular file, or over the metadata size limit, is an error."""
+    if not path.exists():
         return None
+    p = check_input_file(path, "cache description", max_bytes=MAX_METADATA_BYTES)
+    try:
+        obj = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, write)
 
 
 def _as_image(img: Any, size: int) -> np.ndarray:
@@ -131,13 +142,7 @@ def _as_image(img: Any, size: int) -> np.ndarray:
         a = a[:, :, :3]
     if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
         raise DataError(f"image has shape {a.shape}, expected (H, W, 3)")
-    if a.shape[:2] != (size, size):
-        import cv2
-
-        shrink = a.shape[0] > size or a.shape[1] > size
-        a = cv2.resize(np.ascontiguousarray(a), (size, size),
-                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return a
+    return resize_image(a, size)
 
 
 def _open_reader(source: Any, root: Any, split: str, options: dict[str, Any]) -> FaceReader:
@@ -167,7 +172,7 @@ def _default_splits(source: Any, root: Any = None, options: dict[str, Any] | Non
 
 
 def _signature(reader: FaceReader, split: str) -> dict[str, Any]:
-    root = "" if reader.name == "synthetic" else os.path.abspath(os.fspath(reader.root))
+    root = reader.location()
     return _jsonable({
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "dataset": reader.name, "split": split,
         "root": root, "options": dict(reader.options), "num_source_items": len(reader),
@@ -181,6 +186,7 @@ def _remove(directory: Path, names: Sequence[str]) -> None:
             (directory / name).unlink()
         except FileNotFoundError:
             pass
+    remove_stale_temps(directory, names)
 
 
 def _read_skips(path: Path) -> list[tuple[int, str, str]]:
@@ -196,9 +202,7 @@ def _read_skips(path: Path) -> list[tuple[int, str, str]]:
 
 
 def _write_skips(path: Path, rows: list[tuple[int, str, str]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for i, src, reason in rows:
-            f.write(f"{i}\t{src}\t{reason}\n")
+    atomic_write_text(path, "".join(f"{i}\t{src}\t{reason}\n" for i, src, reason in rows))
 
 
 def _clean(text: str) -> str:
@@ -220,8 +224,8 @@ def prepare_cache(reader_or_name: Any, root: str | os.PathLike | None = None,
     listed in ``skipped.txt``. Raises :class:`DataError` for a bad name/root/option, or when
     not a single item of a split could be read (its cache and report are still written).
     """
-    if checkpoint_every < 1:
-        raise ValueError("checkpoint_every must be positive")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise UsageError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     if isinstance(splits, str):
         split_list = [splits]
     elif splits is None:
@@ -230,7 +234,7 @@ def prepare_cache(reader_or_name: Any, root: str | os.PathLike | None = None,
         split_list = list(splits)
     if not split_list:
         raise DataError("no split to prepare")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "cache folder")
     dataset = reader_or_name.name if isinstance(reader_or_name, (FaceReader, type)) else str(reader_or_name)
     report = PrepareReport(dataset=dataset, out_dir=str(out))
     failures: list[str] = []
@@ -316,7 +320,7 @@ def _prepare_split(reader: FaceReader, split: str, d: Path, progress: bool, over
                         labels[i] = int(sample.label)
                         va[i] = (sample.valence, sample.arousal)
                     except Exception as exc:  # noqa: BLE001 - an unusable item is never fatal
-                        reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+                        reason = str(exc) if isinstance(exc, BregnetError) else f"{type(exc).__name__}: {exc}"
                         try:
                             src = reader.source(i)
                         except Exception:  # noqa: BLE001
@@ -368,28 +372,24 @@ def _finalize(reader: FaceReader, split: str, d: Path, sig: dict, n: int, size: 
             os.replace(partial, final)
         else:
             src = np.memmap(partial, np.uint8, "r", shape=(n, size, size, 3))
-            with open(d / "images.compact", "wb") as f:
+            with atomic_output(final, "wb") as f:
                 for s in range(0, m, 4096):
                     f.write(np.ascontiguousarray(src[kept[s:s + 4096]]).tobytes())
-                f.flush()
-                os.fsync(f.fileno())
             del src
-            os.replace(d / "images.compact", final)
             partial.unlink()
     elif n == 0:
-        final.write_bytes(b"")
+        atomic_write_bytes(final, b"")
     if not final.exists() or final.stat().st_size != m * item_bytes:
         raise DataError(f"{d}: the partial cache is inconsistent; rerun with --overwrite")
 
-    np.save(d / "labels.npy", labels)
-    np.save(d / "va.npy", va)
+    _save_array(d / "labels.npy", labels)
+    _save_array(d / "va.npy", va)
     soft = reader.soft_labels()
     if soft is not None:
-        np.save(d / "soft_labels.npy", np.asarray(soft, np.float32)[kept])
-    with open(d / "skipped.txt", "w", encoding="utf-8") as f:
-        f.write(f"# {len(skips)} of {n} items of {reader.name}/{split} skipped\n# index\tsource\treason\n")
-        for i, src, reason in skips:
-            f.write(f"{i}\t{src}\t{reason}\n")
+        _save_array(d / "soft_labels.npy", np.asarray(soft, np.float32)[kept])
+    report = [f"# {len(skips)} of {n} items of {reader.name}/{split} skipped\n# index\tsource\treason\n"]
+    report += [f"{i}\t{src}\t{reason}\n" for i, src, reason in skips]
+    atomic_write_text(d / "skipped.txt", "".join(report))
     classes = list(reader.classes)
     valid = labels[labels >= 0]
     counts = np.bincount(valid, minlength=len(classes)).tolist() if classes else []
@@ -398,7 +398,7 @@ def _finalize(reader: FaceReader, split: str, d: Path, sig: dict, n: int, size: 
         "version": CACHE_VERSION,
         "bregnet_version": __version__,
         "dataset": reader.name,
-        "synthetic": reader.name == "synthetic",
+        "synthetic": bool(reader.synthetic),
         "split": split,
         "classes": classes,
         "counts": dict(zip(classes, counts)),

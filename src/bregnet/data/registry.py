@@ -1,7 +1,7 @@
 """Data set name -> reader: ``open_reader(name, root, split, **options)`` and ``list_datasets()``.
 
-Names: ``fer2013``, ``ferplus``, ``affectnet``, ``rafdb``, ``affwild2``, ``folder``, ``csv`` and
-``synthetic`` (the embedded default, imported only when asked for). A few spellings are accepted
+Names: ``synthetic`` (the embedded default, generated in code), ``fer2013``, ``ferplus``,
+``affectnet``, ``rafdb``, ``affwild2``, ``folder`` and ``csv``. A few spellings are accepted
 (``raf-db``, ``aff-wild2``, ``fer+``, ``csvlist``, any case). Every reader's module documents its
 layout and options; an unknown option is a DataError listing the known ones.
 
@@ -12,8 +12,6 @@ evaluating across data sets by name.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from typing import Any
 
@@ -26,11 +24,13 @@ from .readers.fer2013 import FER2013Reader
 from .readers.ferplus import FERPlusReader
 from .readers.folder import FolderReader
 from .readers.rafdb import RAFDBReader
+from .synthetic import SyntheticReader
 
-__all__ = ["READERS", "canonical_class", "dataset_info", "default_splits", "get_reader_class", "list_datasets",
+__all__ = ["READERS", "canonical_class", "default_splits", "get_reader_class", "list_datasets",
            "open_reader"]
 
 READERS: dict[str, type[FaceReader]] = {
+    "synthetic": SyntheticReader,
     "fer2013": FER2013Reader,
     "ferplus": FERPlusReader,
     "affectnet": AffectNetReader,
@@ -39,7 +39,6 @@ READERS: dict[str, type[FaceReader]] = {
     "folder": FolderReader,
     "csv": CSVListReader,
 }
-_SYNTHETIC_MODULE = "bregnet.data.synthetic"
 _ALIASES = {
     "fer": "fer2013", "fer-2013": "fer2013", "fer+": "ferplus", "fer-plus": "ferplus", "fer2013plus": "ferplus",
     "raf-db": "rafdb", "raf": "rafdb", "aff-wild2": "affwild2", "affwild": "affwild2", "aff-wild": "affwild2",
@@ -55,12 +54,6 @@ _CANONICAL = {
 }
 
 
-def _synthetic_class() -> type[FaceReader] | None:
-    if importlib.util.find_spec(_SYNTHETIC_MODULE) is None:
-        return None
-    return importlib.import_module(_SYNTHETIC_MODULE).SyntheticReader
-
-
 def _canonical_name(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-")
     return _ALIASES.get(key, key.replace("-", "") if key.replace("-", "") in READERS else key)
@@ -71,10 +64,6 @@ def get_reader_class(name: str) -> type[FaceReader]:
     key = _canonical_name(name)
     if key in READERS:
         return READERS[key]
-    if key == "synthetic":
-        cls = _synthetic_class()
-        if cls is not None:
-            return cls
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(list_datasets())}")
 
 
@@ -85,8 +74,8 @@ def open_reader(name: str, root: str | os.PathLike | None, split: str, **options
     unknown name, split or option, a missing root or file, or malformed annotations.
     """
     cls = get_reader_class(name)
-    if root is None and cls.name != "synthetic":
-        raise DataError(f"data set {cls.name!r} needs a root path")
+    if root in (None, "") and cls.needs_root:
+        raise DataError(f"data set {cls.name!r} needs a root path (--root, or data.root in a recipe)")
     return cls(root, split, **options)  # type: ignore[arg-type]
 
 
@@ -102,23 +91,8 @@ def default_splits(name: str, root: str | os.PathLike | None, **options: Any) ->
 
 
 def list_datasets() -> list[str]:
-    """Registered data set names (``synthetic`` first when available), for --help and errors."""
-    names = list(READERS)
-    if importlib.util.find_spec(_SYNTHETIC_MODULE) is not None:
-        names.insert(0, "synthetic")
-    return names
-
-
-def dataset_info(name: str) -> dict[str, Any]:
-    """``{"name", "splits", "classes", "summary"}`` of a registered data set (from its reader)."""
-    cls = get_reader_class(name)
-    module_doc = (importlib.import_module(cls.__module__).__doc__ or "").strip()
-    return {
-        "name": cls.name,
-        "splits": list(cls.splits),
-        "classes": list(cls.default_classes),
-        "summary": module_doc.splitlines()[0] if module_doc else "",
-    }
+    """Registered data set names (``synthetic`` first), for --help and errors."""
+    return list(READERS)
 
 
 def canonical_class(name: str) -> str:

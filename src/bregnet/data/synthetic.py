@@ -41,7 +41,9 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..limits import MAX_CROP_SIDE
 from .base import ArrayDataset, Sample
+from .readers._util import parse_int
 from .readers.base import FaceReader
 
 __all__ = [
@@ -691,48 +693,44 @@ class SyntheticReader(FaceReader):
     name = "synthetic"
     splits = ("train", "val", "test")
     default_classes = list(AFFECTNET_CLASSES)
-    _OPTIONS = ("n", "seed", "imbalance", "difficulty", "size")
+    OPTIONS = {"n": None, "seed": 0, "imbalance": "affectnet", "difficulty": 0.5, "size": 64}
+    needs_root = False
+    synthetic = True
+    size_option = "n"
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", **options: Any) -> None:
-        unknown = sorted(set(options) - set(self._OPTIONS))
-        if unknown:
-            raise DataError(f"synthetic: unknown option(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(self._OPTIONS)}")
-        super().__init__(root if root not in (None, "") else ".", split, **options)
-        try:
-            self.n = int(options.get("n", _DEFAULT_SIZES[split]))
-            self.size = int(options.get("size", 64))
-        except (TypeError, ValueError):
-            raise DataError("synthetic: n and size must be integers") from None
+        super().__init__(root, split, **options)
+        opts = self.opts
+        for key in ("n", "size"):
+            if isinstance(opts[key], bool):
+                raise DataError(f"synthetic: {key} must be an integer, got {opts[key]!r}")
+        n = _DEFAULT_SIZES[self.split] if opts["n"] is None else opts["n"]
+        self.n = parse_int(str(n), "n", "synthetic")
+        self.size = parse_int(str(opts["size"]), "size", "synthetic")
         if self.n < 0:
             raise DataError(f"synthetic: n must be non-negative, got {self.n}")
         if self.size < 16:
             raise DataError(f"synthetic: size must be at least 16, got {self.size}")
+        MAX_CROP_SIDE.check(self.size, "synthetic: size")
         self.image_size = self.size
-        self.seed = _check_seed(options.get("seed", 0))
-        self.imbalance = options.get("imbalance", "affectnet")
+        self.seed = _check_seed(opts["seed"])
+        self.imbalance = opts["imbalance"]
         if self.imbalance is None:
             self.imbalance = "none"
-        self.difficulty = _check_difficulty(options.get("difficulty", 0.5))
-        self._labels = synthetic_labels(self.n, self.seed, self.imbalance, split)
+        self.difficulty = _check_difficulty(opts["difficulty"])
+        self._labels = synthetic_labels(self.n, self.seed, self.imbalance, self.split)
         # the resolved options (what the cache records and compares when resuming)
         self.options = {"n": self.n, "seed": self.seed, "difficulty": self.difficulty, "size": self.size,
                         "imbalance": self.imbalance if isinstance(self.imbalance, str)
                         else [float(w) for w in self.imbalance]}
-        self._va: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
+        self._va_cache: np.ndarray | None = None
 
     def va(self) -> np.ndarray:
         # VA comes first in each item's random stream, so it is computed without drawing images.
-        if self._va is None:
-            self._va = np.array([synthetic_va(i, int(lab), self.seed, self.difficulty, self.split)
-                                 for i, lab in enumerate(self._labels)], np.float32).reshape(self.n, 2)
-        return self._va.copy()
+        if self._va_cache is None:
+            self._va_cache = np.array([synthetic_va(i, int(lab), self.seed, self.difficulty, self.split)
+                                       for i, lab in enumerate(self._labels)], np.float32).reshape(self.n, 2)
+        return self._va_cache.copy()
 
     def load(self, index: int) -> Sample:
         if not 0 <= index < self.n:
@@ -741,6 +739,12 @@ class SyntheticReader(FaceReader):
 
     def source(self, index: int) -> str:
         return f"synthetic/{self.split}[{index}] (seed {self.seed})"
+
+    def to_arrays(self, progress: bool = False) -> tuple[ArrayDataset, list]:
+        """The whole split drawn at once (:func:`make_synthetic`: the same images as ``load``)."""
+        ds = make_synthetic(self.n, self.seed, self.imbalance, self.difficulty, self.size, self.split,
+                            progress=progress)
+        return ds, []
 
 
 def preview_grid(ds: ArrayDataset, path: str | os.PathLike, per_class: int = 8, scale: int = 2) -> str:

@@ -5,7 +5,7 @@ operations only, so it runs where the batch lives (CPU or GPU) and never limits 
 comes from an explicit :class:`torch.Generator` (a CPU generator is fine for a GPU batch: the few
 random numbers are drawn on the generator's device and moved), so a seed reproduces a batch exactly.
 
-:class:`PaperAugment` is the augmentation of PAPER.md section 4, applied the way the official
+:class:`PaperAugment` is the augmentation of the BReG-NeXt paper, applied the way the official
 TensorFlow script does it (``tf.image`` semantics):
 
 - a random half of the images of the batch is augmented, the other half is returned untouched;
@@ -18,14 +18,13 @@ TensorFlow script does it (``tf.image`` semantics):
   ``tf.image.central_crop``) resized back to the input size with bilinear interpolation
   (half-pixel centres, as ``tf.image.resize``).
 
-Validation uses no augmentation at all: :func:`make_eval_transform` only normalises.
+Validation uses no augmentation at all: the input is only normalised (:func:`normalize`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +32,8 @@ import torch.nn.functional as F
 from ..preprocess import Preprocess
 
 __all__ = [
-    "EvalTransform",
     "PaperAugment",
-    "TrainTransform",
     "hsv_to_rgb",
-    "make_eval_transform",
-    "make_train_transform",
     "normalize",
     "rgb_to_hsv",
 ]
@@ -210,44 +205,3 @@ def central_crop_resize(x: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor
 def normalize(images: torch.Tensor, preprocess: Preprocess | None = None) -> torch.Tensor:
     """uint8 / [0, 255] batch (N, 3, H, W) -> float32 network input (``Preprocess.normalize``)."""
     return (preprocess or Preprocess()).normalize(images)
-
-
-def _resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-2:] == (size, size):
-        return images
-    x = F.interpolate(images.to(torch.float32), size=(size, size), mode="bilinear", align_corners=False,
-                      antialias=True)
-    return x.clamp(0, 255)
-
-
-class EvalTransform:
-    """Deterministic: resize to the input size if needed, then normalise. No randomness."""
-
-    def __init__(self, preprocess: Preprocess | None = None) -> None:
-        self.preprocess = preprocess or Preprocess()
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.preprocess.normalize(_resize_to(images, self.preprocess.input_size))
-
-
-class TrainTransform(EvalTransform):
-    """Augment (default :class:`PaperAugment`), then resize if needed and normalise."""
-
-    def __init__(self, preprocess: Preprocess | None = None, augment: Callable | None = None) -> None:
-        super().__init__(preprocess)
-        self.augment = augment if augment is not None else PaperAugment()
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return super().__call__(self.augment(images, generator))
-
-
-def make_eval_transform(preprocess: Preprocess | None = None) -> EvalTransform:
-    """The validation / test / inference transform: normalisation only."""
-    return EvalTransform(preprocess)
-
-
-def make_train_transform(preprocess: Preprocess | None = None, augment: Callable | bool | None = True) -> EvalTransform:
-    """The training transform: :class:`PaperAugment` (or ``augment``; ``False`` for none) + normalisation."""
-    if augment is False or augment is None:
-        return EvalTransform(preprocess)
-    return TrainTransform(preprocess, None if augment is True else augment)

@@ -2,21 +2,30 @@
 
 A recipe is a nested mapping with the sections below; anything it leaves out takes the default.
 Unknown keys are rejected with the list of valid ones, so a typo never silently does nothing.
+
+Overrides come in two kinds (:func:`apply_overrides`): ``section.key=value`` strings, whose value
+is read as a YAML scalar or flow collection by :func:`parse_scalar` (``1e-3``, ``true``,
+``[1, 2]``, ``{train: 512}``, ``null``), and ``(dotted_key, value)`` pairs whose value is
+taken as it is (what the CLI's typed flags give: ``--root 2013`` stays the string ``"2013"``).
+The reader options of a recipe (``data.options``, ``data.sizes``, ``data.split_options``) belong
+to its data set: when an override names another data set, they are dropped, and only options
+given with the overrides apply.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from ..errors import BregnetError
+from ..errors import BregnetError, ConfigError
 
-__all__ = ["DEFAULTS", "apply_overrides", "list_recipes", "load_config", "merge"]
+__all__ = ["DEFAULTS", "apply_overrides", "list_recipes", "load_config", "merge", "parse_scalar"]
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -73,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
 SECTIONS = ("model", "data", "train")
 # Mappings whose keys are free (reader options, model arguments...): merged shallowly, any key allowed.
 FREE_MAPS = ("model.args", "data.options", "data.sizes", "data.split_options")
+# The parts of ``data`` that belong to one data set (dropped when an override names another one).
+DATASET_SPECIFIC = ("options", "sizes", "split_options")
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[str, Any]:
@@ -82,7 +93,7 @@ def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[
         where = f"{path}{key}"
         if key not in out and path.rstrip(".") not in FREE_MAPS:
             valid = ", ".join(sorted(out))
-            raise BregnetError(f"unknown config key {where!r}; valid keys here: {valid}")
+            raise ConfigError(f"unknown config key {where!r}; valid keys here: {valid}")
         if isinstance(out.get(key), dict) and isinstance(value, dict) and where not in FREE_MAPS:
             out[key] = merge(out[key], value, f"{where}.")
         elif isinstance(out.get(key), dict) and isinstance(value, dict):
@@ -104,57 +115,112 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise BregnetError(f"{origin}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{origin}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(doc, dict):
-        raise BregnetError(f"{origin}: a recipe must be a mapping of sections")
+        raise ConfigError(f"{origin}: a recipe must be a mapping of sections")
     return doc
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> dict[str, Any]:
+def load_recipe(name_or_path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """A shipped recipe by name, or a YAML file by path (it may ``base:`` on a shipped recipe)."""
+    from ..fileio import read_text
+
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise BregnetError(f"recipe file not found: {p}")
-        doc = _read_yaml(p.read_text(), str(p))
+        if not p.exists():
+            raise ConfigError(f"recipe file not found: {p}")
+        doc = _read_yaml(read_text(p, "recipe file"), str(p))
     else:
         res = resources.files("bregnet") / "configs" / f"{name_or_path}.yaml"
         if not res.is_file():
-            raise BregnetError(
+            raise ConfigError(
                 f"unknown recipe {str(name_or_path)!r}; shipped recipes: {', '.join(list_recipes())}"
             )
-        doc = _read_yaml(res.read_text(), f"recipe {name_or_path}")
+        doc = _read_yaml(res.read_text(encoding="utf-8"), f"recipe {name_or_path}")
     base = doc.pop("base", None)
     if base:
-        return merge(load_recipe(base), doc)
+        key = str(base)
+        if key in _seen:
+            raise ConfigError(f"recipe {str(name_or_path)!r}: 'base' chain loops back to {key!r}")
+        return merge(load_recipe(base, (*_seen, key)), doc)
     return merge(DEFAULTS, doc)
 
 
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise BregnetError(f"override {item!r} must look like section.key=value")
-    key, raw = item.split("=", 1)
+_NULLS = ("", "~", "null", "Null", "NULL")
+_COMMENT = re.compile(r"(^|\s)#")
+
+
+def parse_scalar(text: str) -> Any:
+    """A value given as text on the command line (``key=value``), read as YAML where that is what
+    the user meant: numbers (``3e-4`` too, which YAML 1.1 leaves a string), booleans, ``null``,
+    flow lists and mappings (``[1, 2]``, ``{train: 512}``), quoted strings. Anything else stays the
+    text exactly as given: a ``#`` never starts a comment (``a #1`` is kept whole) and text that
+    YAML cannot parse is kept as it is."""
+    raw = str(text)
+    stripped = raw.strip()
+    if stripped in _NULLS:
+        return None
+    quoted = stripped[:1] in ("'", '"')
+    if not quoted and _COMMENT.search(raw):
+        return raw
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string; users mean a number
-        try:
-            value = float(value)
+        return raw
+    if isinstance(value, str):
+        if quoted:  # a quoted string: the user asked for exactly this
+            return value
+        try:  # YAML 1.1 reads "3e-4" as a string; users mean a number
+            return float(value)
         except ValueError:
-            pass
-    return key.strip().split("."), value
+            return raw
+    if isinstance(value, (dict, list)) and stripped[:1] not in ("{", "["):
+        return raw  # block YAML ("a: b", "- x") is not a command-line value: keep the text
+    return value
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML: 1e-3, true, [1, 2], null)."""
-    for item in overrides:
-        keys, value = _parse_override(item)
+def _parse_override(item: str | tuple[str, Any]) -> tuple[list[str], Any]:
+    """``"a.b=value"`` (value parsed by :func:`parse_scalar`) or ``("a.b", value)`` (value kept)."""
+    if isinstance(item, tuple):
+        key, value = item
+    else:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        value = parse_scalar(raw)
+    keys = [k.strip() for k in str(key).split(".")]
+    if not all(keys):
+        raise ConfigError(f"override key {key!r} has an empty part")
+    return keys, value
+
+
+def _apply(cfg: dict[str, Any], items: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    for keys, value in items:
         update: dict[str, Any] = {keys[-1]: value}
         for k in reversed(keys[:-1]):
             update = {k: update}
         cfg = merge(cfg, update)
     return cfg
+
+
+def _dataset_key(name: Any) -> str:
+    return str(name).strip().lower().replace("_", "-")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
+    """Apply overrides: ``section.key=value`` strings (values by :func:`parse_scalar`) or typed
+    ``(dotted_key, value)`` pairs. When they change ``data.name``, the recipe's reader options
+    (``data.options``, ``data.sizes``, ``data.split_options``) are dropped first: they were meant
+    for the recipe's data set, and another reader would reject them."""
+    items = [_parse_override(item) for item in overrides]
+    out = _apply(cfg, items)
+    data_before, data_after = cfg.get("data") or {}, out.get("data") or {}
+    if _dataset_key(data_after.get("name")) != _dataset_key(data_before.get("name")):
+        base = copy.deepcopy(cfg)
+        for key in DATASET_SPECIFIC:
+            base["data"][key] = {}
+        out = _apply(base, items)
+    return out
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +247,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def load_config(recipe: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+def load_config(recipe: str | os.PathLike | None = None,
+                overrides: Iterable[str | tuple[str, Any]] = ()) -> dict[str, Any]:
     """Defaults <- recipe <- overrides, validated."""
     cfg = load_recipe(recipe) if recipe else copy.deepcopy(DEFAULTS)
     return validate(apply_overrides(cfg, overrides))

@@ -8,46 +8,46 @@ from typing import Any
 import numpy as np
 
 from ..data.base import ArrayDataset
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["label_mapping", "load_split", "remap_to_model"]
 
 
 def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> ArrayDataset:
     """Load one split: from the prepared cache when ``data.cache`` is set (building it first if
-    it does not exist yet), else by decoding through the data set's reader."""
+    it does not exist yet), else by decoding through the data set's reader.
+
+    ``data.sizes`` sets a split's number of items for data sets generated in code (the reader's
+    ``size_option``, e.g. synthetic's ``n``); for a data set of files it is a ConfigError.
+    """
+    from ..data.registry import get_reader_class, open_reader
+
     name = data_cfg["name"]
+    cls = get_reader_class(name)
     options = dict(data_cfg.get("options") or {})
     options.update((data_cfg.get("split_options") or {}).get(split) or {})
     sizes = data_cfg.get("sizes") or {}
-    if name == "synthetic" and split in sizes:
-        options["n"] = int(sizes[split])
+    if split in sizes:
+        if cls.size_option is None:
+            raise ConfigError(f"data.sizes sets the size of generated data sets; {cls.name!r} has "
+                              "a fixed number of items (remove data.sizes)")
+        options[cls.size_option] = sizes[split]
+    root = data_cfg.get("root")
     cache = data_cfg.get("cache")
     if cache:
         from ..data.cache import open_cache, prepare_cache
 
         split_dir = Path(cache) / split
         if not (split_dir / "meta.json").is_file():
-            prepare_cache(name, data_cfg.get("root"), cache, splits=[split], progress=progress, **options)
+            prepare_cache(name, root, cache, splits=[split], progress=progress, **options)
         return open_cache(cache, split)
-    if name == "synthetic":
-        from ..data.synthetic import make_synthetic
-
-        return make_synthetic(
-            int(options.pop("n", {"train": 20000}.get(split, 4000))),
-            seed=int(options.pop("seed", 0)), split=split, progress=progress, **options,
-        )
-    from ..data.registry import open_reader
-
-    if not data_cfg.get("root"):
-        raise DataError(f"data set {name!r} needs data.root (the folder holding its files)")
-    reader = open_reader(name, data_cfg["root"], split, **options)
+    reader = open_reader(name, root, split, **options)
     ds, skipped = reader.to_arrays(progress=progress)
     if skipped:
-        print(f"bregnet: skipped {len(skipped)} unreadable item(s) of {name}/{split}; "
+        print(f"bregnet: skipped {len(skipped)} unreadable item(s) of {cls.name}/{split}; "
               f"first: {skipped[0][1]}")
     if len(ds) == 0:
-        raise DataError(f"{name}/{split}: no usable items under {data_cfg['root']}")
+        raise DataError(f"{cls.name}/{split}: no usable items" + (f" under {root}" if root else ""))
     return ds
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..device import resolve_device
+
 __all__ = ["DistInfo", "all_reduce_mean", "barrier", "cleanup", "setup_distributed"]
 
 
@@ -31,14 +33,13 @@ class DistInfo:
 
 
 def setup_distributed(device: str | None = None) -> tuple[DistInfo, torch.device]:
-    """Initialise the process group when launched by torchrun; pick this rank's device."""
+    """Initialise the process group when launched by torchrun; pick this rank's device
+    (:func:`bregnet.device.resolve_device`: UsageError for a device this machine lacks)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     info = DistInfo(rank, world, local)
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)

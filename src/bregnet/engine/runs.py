@@ -10,7 +10,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import BregnetError
+from ..errors import OutputError, UsageError
+from ..fileio import atomic_write_text, check_output_dir
+from ..models import FAMILIES
 from .config import load_config, validate
 from .data import load_split
 
@@ -21,11 +23,13 @@ def train_from_config(cfg: dict[str, Any], out_dir: str | Path, device: str | No
                       resume: bool = False, progress: bool = True, evaluate_test: bool = False,
                       callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Load data, train (or resume), and optionally score the best checkpoint on the test split."""
+    from ..device import resolve_device
     from .trainer import build_trainer
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "run folder")
+    resolve_device(device)  # a device this machine lacks is one line, before the data loads
     if not resume and (out_dir / "last.state.pt").exists():
-        raise BregnetError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise OutputError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
     trainer = build_trainer(cfg, out_dir, device=device, progress=progress, callbacks=callbacks)
     if resume:
         trainer.resume()
@@ -57,6 +61,7 @@ def run_demo(out_dir: str | Path = "demo-report", max_time_s: float | None = Non
     from .checkpoint import load_checkpoint
     from .trainer import Trainer
 
+    check_output_dir(out_dir, "report folder")
     t0 = time.perf_counter()
     items = [f"train.seed={seed}", f"data.options.seed={seed}", *overrides]
     if max_time_s is not None:
@@ -91,9 +96,6 @@ def run_demo(out_dir: str | Path = "demo-report", max_time_s: float | None = Non
     return metrics
 
 
-ABLATION_FAMILIES = {"resnet": "identity", "bregnet": "arctan", "bregnext": "adaptive"}
-
-
 def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = (32, 56, 110),
                  families: Sequence[str] = ("resnet", "bregnet", "bregnext"),
                  weightings: Sequence[str] = ("inverse", "none"), overrides: Sequence[str] = (),
@@ -113,15 +115,16 @@ def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = 
     from .trainer import Trainer
 
     for f in families:
-        if f not in ABLATION_FAMILIES:
-            raise BregnetError(f"unknown family {f!r}; choose from {', '.join(ABLATION_FAMILIES)}")
+        if f not in FAMILIES:
+            raise UsageError(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+    check_output_dir(out_dir, "ablation folder")
     cfg0 = load_config(base_recipe, overrides)
     base_args = dict(cfg0["model"].get("args") or {})
     base_stages = base_args.pop("stages", None)
     n_stages = len(base_stages) if base_stages else 3
     for d in depths:
         if d < 2 * n_stages + 2 or (d - 2) % (2 * n_stages):
-            raise BregnetError(f"depth {d} is not of the form {2 * n_stages}n+2 for a {n_stages}-stage layout")
+            raise UsageError(f"depth {d} is not of the form {2 * n_stages}n+2 for a {n_stages}-stage layout")
     data = cfg0["data"]
     train_ds = load_split(data, data["train_split"], progress=progress)
     val_ds = load_split(data, data["val_split"], progress=progress)
@@ -136,7 +139,7 @@ def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = 
         n = (depth - 2) // (2 * n_stages)
         registered = base_stages is None and depth in (32, 56, 110) and widths == [32, 64, 128]
         args = {} if registered else {**base_args, "stages": [[n, w] for w in widths], "stem_width": widths[0]}
-        cfg["model"] = {"name": f"{family}{depth if registered else 32}", "shortcut": ABLATION_FAMILIES[family],
+        cfg["model"] = {"name": f"{family}{depth if registered else 32}", "shortcut": FAMILIES[family],
                         "args": args}
         cfg["train"]["weighting"] = weighting
         cfg["name"] = name
@@ -146,13 +149,13 @@ def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = 
         summary = trainer.fit()
         model, meta = load_checkpoint(out / name / "best.safetensors")
         metrics, _ = evaluate_model(model, meta, test_ds, batch_size=cfg["train"]["eval_batch_size"])
-        row = {"model": f"{family}{depth}", "shortcut": ABLATION_FAMILIES[family], "depth": depth,
+        row = {"model": f"{family}{depth}", "shortcut": FAMILIES[family], "depth": depth,
                "layout": "x".join(str(w) for w in widths) + f" n={n}", "weighting": weighting,
                "epochs": summary["epoch"], "steps": summary["step"],
                "train_time_s": round(time.perf_counter() - t0, 1), **metrics}
         rows.append(row)
         write_json(rows, out / "ablation.json")
-        (out / "ablation.md").write_text(ablation_markdown(rows, list(test_ds.classes)))
+        atomic_write_text(out / "ablation.md", ablation_markdown(rows, list(test_ds.classes)))
         if progress:
             print(f"{name}: accuracy {metrics.get('accuracy', float('nan')):.4f} "
                   f"macro-F1 {metrics.get('f1_macro', float('nan')):.4f}", flush=True)

@@ -20,15 +20,16 @@ import torch
 from torch import nn
 
 from ..data.base import ArrayDataset
-from ..errors import BregnetError
+from ..errors import BregnetError, CheckpointError, ConfigError, DataError, UsageError
+from ..fileio import atomic_write, atomic_write_text
 from ..losses import build_loss
-from ..metrics import all_metrics
-from ..models import create_model
+from ..models import create_model, split_outputs
 from ..preprocess import Preprocess
-from .checkpoint import CheckpointMeta, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from .distributed import all_reduce_mean, barrier, setup_distributed
+from .evaluate import evaluate_split
 
-__all__ = ["Trainer", "TrainingDiverged", "predict_arrays", "staircase_lr"]
+__all__ = ["Trainer", "TrainingDiverged", "staircase_lr"]
 
 LOWER_IS_BETTER = ("rmse", "loss")
 
@@ -48,49 +49,6 @@ def _mix(*parts: int) -> int:
     for p in parts:
         h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
     return h
-
-
-def _outputs(out: Any, task: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    if task == "multitask":
-        return out[0], out[1]
-    if task == "dimensional":
-        return None, out
-    return out, None
-
-
-@torch.no_grad()
-def predict_arrays(model: nn.Module, ds: ArrayDataset, preprocess: Preprocess, task: str,
-                   batch_size: int = 256, device: torch.device | str = "cpu", tta_flip: bool = False,
-                   amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Class probabilities (N, K) and valence/arousal (N, 2) for every image of ``ds``.
-
-    ``tta_flip`` averages the predictions of each image and its mirror image.
-    """
-    model.eval()
-    device = torch.device(device)
-    probs, vas = [], []
-    for start in range(0, len(ds), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(ds)))
-        images, _, _ = ds.batch(idx)
-        x = preprocess.normalize(images.to(device, non_blocking=True))
-        views = [x, x.flip(3)] if tta_flip else [x]
-        p_sum, v_sum = None, None
-        for view in views:
-            ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-            with ctx:
-                logits, va = _outputs(model(view), task)
-            if logits is not None:
-                p = torch.softmax(logits.float(), dim=1)
-                p_sum = p if p_sum is None else p_sum + p
-            if va is not None:
-                v_sum = va.float() if v_sum is None else v_sum + va.float()
-        if p_sum is not None:
-            probs.append((p_sum / len(views)).cpu().numpy())
-        if v_sum is not None:
-            vas.append((v_sum / len(views)).cpu().numpy())
-    p_all = np.concatenate(probs).astype(np.float64) if probs else None
-    v_all = np.concatenate(vas).astype(np.float64) if vas else None
-    return p_all, v_all
 
 
 class Trainer:
@@ -132,20 +90,23 @@ class Trainer:
     def _check_data(self) -> None:
         ds = self.train_ds
         if len(ds) == 0:
-            raise BregnetError("the training split is empty")
+            raise DataError("the training split is empty")
         if self.task in ("categorical", "multitask") and not ds.has_labels:
-            raise BregnetError(f"task {self.task} needs class labels but {ds.name}/{ds.split} has none")
+            raise DataError(f"task {self.task} needs class labels but {ds.name}/{ds.split} has none")
         if self.task in ("dimensional", "multitask") and not ds.has_va:
-            raise BregnetError(f"task {self.task} needs valence/arousal but {ds.name}/{ds.split} has none")
+            raise DataError(f"task {self.task} needs valence/arousal but {ds.name}/{ds.split} has none")
 
     def _build_model(self) -> None:
         mcfg = self.cfg["model"]
         num_classes = len(self.classes) if self.task != "dimensional" else 0
+        args = mcfg.get("args") or {}
+        if not isinstance(args, dict):
+            raise ConfigError(f"model.args must be a mapping, got {args!r}")
         try:
             model = create_model(mcfg["name"], num_classes=num_classes, shortcut=mcfg.get("shortcut"),
-                                 va=self.task != "categorical", **(mcfg.get("args") or {}))
-        except (TypeError, ValueError) as exc:
-            raise BregnetError(f"cannot build model {mcfg['name']!r}: {exc}") from None
+                                 va=self.task != "categorical", **args)
+        except UsageError as exc:
+            raise ConfigError(f"cannot build model {mcfg['name']!r}: {exc}") from None
         torch.manual_seed(_mix(self.tcfg["seed"], 7))  # identical init on every rank
         model._init_weights()
         if self.tcfg["sync_bn"] and self.dist.enabled:
@@ -238,7 +199,7 @@ class Trainer:
             self.model, self.classes, preprocess=self.preprocess,
             dataset={"name": ds.name, "train_split": ds.split, "classes": list(ds.classes),
                      "class_counts": [int(c) for c in ds.class_counts] if ds.classes else [],
-                     "n_train": len(ds), "synthetic": bool(ds.meta.get("synthetic", ds.name == "synthetic"))},
+                     "n_train": len(ds), "synthetic": bool(ds.meta.get("synthetic", False))},
             metrics=metrics or {}, recipe=self.cfg,
             extra={"task": self.task, "epoch": self.epoch, "step": self.step},
         )
@@ -266,11 +227,11 @@ class Trainer:
         """Continue from ``out_dir/last.*``: same step, learning rate, optimiser state, data order."""
         path = self.out_dir / "last.state.pt"
         if not path.is_file():
-            raise BregnetError(f"nothing to resume: {path} does not exist")
+            raise CheckpointError(f"nothing to resume: {path} does not exist")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or foreign file: never unpickle arbitrary objects
-            raise BregnetError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
         model, _ = load_checkpoint(self.out_dir / "last.safetensors", map_location=self.device)
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -305,7 +266,7 @@ class Trainer:
         if self.dist.is_main:
             import yaml
 
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+            atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         previous = None
         try:
             previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -423,7 +384,7 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         self.step_in_epoch += 1
-        logits, _ = _outputs(out, self.task)
+        logits, _ = split_outputs(out, self.task != "dimensional", self.task != "categorical")
         correct = seen = 0
         if logits is not None:
             valid = labels >= 0
@@ -432,27 +393,10 @@ class Trainer:
         return float(loss.detach()), correct, seen
 
     def evaluate(self, ds: ArrayDataset) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
-        """All metrics of the model on ``ds`` (plus ``loss``)."""
-        probs, va_pred = predict_arrays(self.model, ds, self.preprocess, self.task,
-                                        self.tcfg["eval_batch_size"], self.device,
-                                        self.tcfg["tta_flip"], self.amp_dtype)
-        metrics = all_metrics(
-            y_true=ds.labels if probs is not None else None, probs=probs,
-            va_true=ds.va if va_pred is not None else None, va_pred=va_pred,
-            class_names=self.classes or None)
-        with torch.no_grad():
-            loss = self._loss_from_predictions(ds, probs, va_pred)
-        metrics["loss"] = loss
-        return metrics, probs, va_pred
-
-    def _loss_from_predictions(self, ds: ArrayDataset, probs, va_pred) -> float:
-        logits = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float() if probs is not None else None
-        va = torch.from_numpy(va_pred).float() if va_pred is not None else None
-        out = {"categorical": logits, "dimensional": va, "multitask": (logits, va)}[self.task]
-        loss_fn = self.loss_fn.to("cpu")
-        value = float(loss_fn(out, torch.from_numpy(ds.labels), torch.from_numpy(ds.va)))
-        self.loss_fn.to(self.device)
-        return value
+        """All metrics of the model on ``ds`` (plus ``loss``): :func:`bregnet.engine.evaluate.evaluate_split`."""
+        return evaluate_split(self.model, ds, self.preprocess, self.task, self.classes, self.loss_fn,
+                              self.tcfg["eval_batch_size"], self.device, self.tcfg["tta_flip"],
+                              self.amp_dtype)
 
     def _end_epoch(self, train_loss: float, train_acc: float, t0: float,
                    partial: bool = False) -> dict[str, Any]:

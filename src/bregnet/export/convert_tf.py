@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..engine.checkpoint import CheckpointMeta, save_checkpoint
+from ..fileio import check_output_file
 from ..models import BregNet, create_model
 from ..preprocess import Preprocess
 from .tf_bundle import TensorBundle, TFBundleError
@@ -271,8 +272,10 @@ def convert_tf_checkpoint(prefix: str | os.PathLike, out: str | os.PathLike,
 
     ``prefix`` may be the prefix, its ``.index`` file, its data shard or their directory. ``out``
     is a ``.safetensors`` path or a directory (which gets ``model.safetensors``). ``labels``
-    defaults to AffectNet's 8 categories in the official order. Returns the written path.
+    defaults to AffectNet's 8 categories in the official order. The output path is checked
+    before the conversion starts. Returns the written path.
     """
+    path = check_output_file(_output_path(out), what="checkpoint")
     bundle = TensorBundle(prefix)
     model, report = load_tf_bundle_into_model(bundle, verify=verify)
     if labels is None:
@@ -302,7 +305,6 @@ def convert_tf_checkpoint(prefix: str | os.PathLike, out: str | os.PathLike,
         extra={"converted_from": source, "bn_epsilon": TFLEARN_BN_EPSILON,
                "tf_same_padding": True},
     )
-    path = _output_path(out)
     save_checkpoint(path, model, meta)
     report.output = str(path)
     return path, report

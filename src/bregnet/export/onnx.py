@@ -9,12 +9,14 @@ metadata (labels, preprocessing, crop policy, model name and arguments) is store
 
 Export works offline. The default ``exporter="auto"`` uses the torch.export-based exporter
 (``dynamo=True``, needs ``onnxscript``) and falls back to the TorchScript exporter when that is not
-installed or fails.
+installed or fails. Each exporter writes only the opsets it supports (:func:`opset_range`: the
+torch.export one from 18, the TorchScript one up to 20, both as the installed torch says); an
+opset outside them is refused before anything is exported, and the written file is checked to
+declare exactly the opset asked for, never a silently different one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -24,18 +26,54 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BregnetError, CheckpointError
+from ..errors import BregnetError, CheckpointError, UsageError
+from ..fileio import atomic_write, check_input_file, check_output_file, json_text
+from ..limits import MAX_MODEL_BYTES
 
 __all__ = [
     "OnnxBackend",
+    "check_export",
     "export_onnx",
     "max_abs_diff",
+    "opset_range",
     "output_names",
     "read_onnx_metadata",
 ]
 
 METADATA_KEY = "bregnet"
 DEFAULT_OPSET = 18
+_DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 and later
+
+
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The ONNX opsets (lowest, highest) the installed torch exports with ``exporter``
+    (``dynamo`` | ``legacy`` | ``auto``, the union of the two)."""
+    from torch.onnx import _constants as c
+
+    lo_legacy, hi_legacy = int(c.ONNX_MIN_OPSET), int(getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
+                                                                c.ONNX_MAX_OPSET))
+    lo_dynamo, hi_dynamo = max(_DYNAMO_MIN_OPSET, lo_legacy), int(c.ONNX_MAX_OPSET)
+    if exporter == "dynamo":
+        return lo_dynamo, hi_dynamo
+    if exporter == "legacy":
+        return lo_legacy, hi_legacy
+    return min(lo_dynamo, lo_legacy), max(hi_dynamo, hi_legacy)
+
+
+def _exporters_for(exporter: str, opset: int) -> tuple[str, ...]:
+    """The exporters to try, in order, that can write ``opset``; UsageError when none can."""
+    if exporter not in ("auto", "dynamo", "legacy"):
+        raise UsageError(f"unknown exporter {exporter!r}; choose auto, dynamo or legacy")
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise UsageError(f"opset must be an integer, got {opset!r}")
+    kinds = ("dynamo", "legacy") if exporter == "auto" else (exporter,)
+    usable = tuple(k for k in kinds if opset_range(k)[0] <= opset <= opset_range(k)[1])
+    if not usable:
+        lo, hi = opset_range(exporter)
+        which = "the installed exporters support" if exporter == "auto" else \
+            f"the {exporter} exporter supports"
+        raise UsageError(f"ONNX opset {opset} is not available: {which} opsets {lo}..{hi}")
+    return usable
 
 
 def output_names(model: Any) -> list[str]:
@@ -63,7 +101,7 @@ def _export_dynamo(model, example, path: Path, opset: int, dynamic_batch: bool,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), dynamo=True,
-                                        opset_version=max(opset, 18), input_names=["input"],
+                                        opset_version=opset, input_names=["input"],
                                         output_names=outputs, external_data=False, verbose=False,
                                         **kwargs)
     finally:
@@ -85,6 +123,16 @@ def _export_legacy(model, example, path: Path, opset: int, dynamic_batch: bool,
                           do_constant_folding=True)
 
 
+def check_export(path: str | os.PathLike, opset: int = DEFAULT_OPSET, exporter: str = "auto",
+                 inputs: Any = ()) -> tuple[Path, tuple[str, ...]]:
+    """Check an export's arguments before any work: the opset is one the chosen exporter supports
+    (UsageError naming the range) and ``path`` can be written as a file that is none of
+    ``inputs`` (OutputError). Returns the path and the exporters to try, in order."""
+    order = _exporters_for(exporter, opset)
+    paths = [p for p in inputs if isinstance(p, (str, os.PathLike))]
+    return check_output_file(path, inputs=paths, what="ONNX file"), order
+
+
 def export_onnx(
     source: Any,
     path: str | os.PathLike,
@@ -98,18 +146,21 @@ def export_onnx(
 
     ``source`` is a checkpoint path, or a model (then ``meta``, a ``CheckpointMeta``, is needed for
     the metadata; without it a minimal one is built from the model). ``exporter`` is ``auto`` |
-    ``dynamo`` | ``legacy``. With ``check`` the file is validated with ``onnx.checker``.
-    Returns the written path (written atomically).
+    ``dynamo`` | ``legacy``; ``opset`` must be one it supports (:func:`opset_range`; UsageError
+    otherwise, before any work). With ``check`` the file is validated with ``onnx.checker``.
+    The output path is checked first (:func:`bregnet.fileio.check_output_file`: not a folder,
+    creatable, not the checkpoint itself). Returns the written path (written atomically).
     """
     import torch
 
-    from ..engine.checkpoint import CheckpointMeta, atomic_write, load_checkpoint
+    from ..engine.checkpoint import CheckpointMeta, load_checkpoint
 
     try:
         import onnx
     except ImportError:
         raise BregnetError("ONNX export needs the 'onnx' package: pip install 'bregnet[onnx]'") from None
 
+    path, order = check_export(path, opset, exporter, inputs=[source])
     if isinstance(source, (str, os.PathLike)):
         model, meta = load_checkpoint(source)
     else:
@@ -125,17 +176,13 @@ def export_onnx(
     model = model.eval().to("cpu")
     size = int(meta.preprocess.input_size)
     outputs = output_names(model)
-    if exporter not in ("auto", "dynamo", "legacy"):
-        raise BregnetError(f"unknown exporter {exporter!r}; choose auto, dynamo or legacy")
     # batch 2 for a dynamic axis (a batch of 1 may get specialised), 1 for a static one
     example = torch.zeros(2 if dynamic_batch else 1, 3, size, size)
-    path = Path(path)
 
     def write(tmp: str) -> None:
         tmp_path = Path(tmp)
         errors = []
         used = ""
-        order = {"auto": ("dynamo", "legacy"), "dynamo": ("dynamo",), "legacy": ("legacy",)}[exporter]
         for kind in order:
             try:
                 if kind == "dynamo":
@@ -143,7 +190,10 @@ def export_onnx(
 
                     _export_dynamo(model, example, tmp_path, opset, dynamic_batch, outputs)
                 else:
-                    _export_legacy(model, example, tmp_path, min(opset, 20), dynamic_batch, outputs)
+                    _export_legacy(model, example, tmp_path, opset, dynamic_batch, outputs)
+                written = _default_opset(onnx.load(str(tmp_path), load_external_data=False))
+                if written != opset:
+                    raise BregnetError(f"wrote opset {written} instead of {opset}")
                 used = kind
                 break
             except Exception as exc:  # noqa: BLE001 - try the next exporter, report all
@@ -154,8 +204,8 @@ def export_onnx(
         proto = onnx.load(str(tmp_path), load_external_data=True)
         del proto.metadata_props[:]
         doc = meta.to_dict()
-        for key, value in ((METADATA_KEY, json.dumps(doc, sort_keys=True)),
-                           ("labels", json.dumps(list(meta.labels))),
+        for key, value in ((METADATA_KEY, json_text(doc, indent=None, sort_keys=True)),
+                           ("labels", json_text(list(meta.labels), indent=None)),
                            ("model_name", str(meta.model_name)),
                            ("exporter", f"torch {torch.__version__} {used}")):
             entry = proto.metadata_props.add()
@@ -174,6 +224,14 @@ def export_onnx(
     return path
 
 
+def _default_opset(proto: Any) -> int | None:
+    """The opset of the default (ai.onnx) domain an ONNX model declares."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
+
+
 def _load_proto_metadata(path: Path) -> dict[str, str]:
     try:
         import onnx
@@ -187,21 +245,20 @@ def _load_proto_metadata(path: Path) -> dict[str, str]:
 
 
 def read_onnx_metadata(path: str | os.PathLike):
-    """The ``CheckpointMeta`` stored in an ONNX file written by :func:`export_onnx`."""
-    from ..engine.checkpoint import CheckpointMeta
+    """The ``CheckpointMeta`` stored in an ONNX file written by :func:`export_onnx`, validated as
+    a checkpoint's is; the file must be a regular file under ``BREGNET_MAX_MODEL_BYTES``."""
+    from ..engine.checkpoint import CheckpointMeta, parse_metadata_json
 
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"ONNX model not found: {p}")
+    p = check_input_file(path, "ONNX model", max_bytes=MAX_MODEL_BYTES, error=CheckpointError)
     props = _load_proto_metadata(p)
     raw = props.get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{p} is an ONNX model without bregnet metadata (export it with "
                               "'bregnet export --onnx')")
     try:
-        return CheckpointMeta.from_dict(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"corrupt bregnet metadata in {p}: {exc}") from None
+        return CheckpointMeta.from_dict(parse_metadata_json(raw, str(p)))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
 
 
 class OnnxBackend:
@@ -275,12 +332,14 @@ def max_abs_diff(model: Any, onnx_path: str | os.PathLike, inputs: np.ndarray) -
     (float32 NCHW, already normalised)."""
     import torch
 
+    from ..models import split_outputs
+
     backend = OnnxBackend(onnx_path)
     model = model.eval()
     with torch.inference_mode():
-        ref = model(torch.from_numpy(np.ascontiguousarray(inputs, np.float32)))
-    ref = ref if isinstance(ref, tuple) else (ref,)
-    got = [o for o in backend.run(inputs) if o is not None]
-    if len(got) != len(ref):
-        raise BregnetError(f"ONNX model has {len(got)} outputs, PyTorch model {len(ref)}")
-    return max(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got))
+        out = model(torch.from_numpy(np.ascontiguousarray(inputs, np.float32)))
+    ref = split_outputs(out, bool(getattr(model, "num_classes", 0)), bool(getattr(model, "has_va", False)))
+    got = backend.run(inputs)
+    if [r is None for r in ref] != [g is None for g in got]:
+        raise BregnetError("the ONNX model's outputs differ from the PyTorch model's heads")
+    return max(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got) if r is not None)

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BregnetError
+from ..errors import OutputError
+from ..fileio import atomic_write_bytes
 from .results import FaceResult, FrameResult
 
 __all__ = ["AnnotatedVideoWriter", "Timeline", "draw_faces", "save_image"]
@@ -70,9 +71,10 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     p = Path(path)
     if p.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
         p = p.with_suffix(".png")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(p), np.ascontiguousarray(rgb[:, :, ::-1])):
-        raise BregnetError(f"cannot write image {p}")
+    ok, encoded = cv2.imencode(p.suffix.lower(), np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise OutputError(f"cannot encode image {p}")
+    atomic_write_bytes(p, encoded.tobytes(), fsync=False)
     return p
 
 
@@ -98,7 +100,7 @@ class AnnotatedVideoWriter:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc),
                                            self.fps, (w, h))
             if not self._writer.isOpened():
-                raise BregnetError(f"cannot write video {self.path}")
+                raise OutputError(f"cannot write video {self.path}")
         self._writer.write(np.ascontiguousarray(img[:, :, ::-1]))
         self.frames += 1
 

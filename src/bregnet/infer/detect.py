@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BregnetError
+from ..errors import DataError, UsageError
 
 __all__ = [
     "DETECTORS",
@@ -56,9 +56,9 @@ class Detection:
 def _check_image(rgb: np.ndarray) -> np.ndarray:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
         shape = getattr(rgb, "shape", None)
-        raise BregnetError(f"expected an RGB image of shape (H, W, 3), got {shape}")
+        raise UsageError(f"expected an RGB image of shape (H, W, 3), got {shape}")
     if rgb.dtype != np.uint8:
-        raise BregnetError(f"expected a uint8 image, got {rgb.dtype}")
+        raise UsageError(f"expected a uint8 image, got {rgb.dtype}")
     return rgb
 
 
@@ -70,6 +70,12 @@ class FaceDetector:
 
     def __init__(self, score_threshold: float = 0.5, max_side: int | None = 640,
                  min_size: int = 0) -> None:
+        if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)) \
+                or not 0.0 <= score_threshold <= 1.0:  # also refuses NaN
+            raise UsageError(f"detection score threshold must be a number in [0, 1], got {score_threshold!r}")
+        for name, value, lo in (("max_side", max_side, 1), ("min_size", min_size, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo):
+                raise UsageError(f"detector {name} must be an integer >= {lo}, got {value!r}")
         self.score_threshold = float(score_threshold)
         self.max_side = int(max_side) if max_side else None
         self.min_size = int(min_size)
@@ -155,7 +161,7 @@ class YuNetDetector(FaceDetector):
         try:
             import yuface
         except ImportError as exc:  # pragma: no cover - yuface is a core dependency
-            raise BregnetError(f"the yunet detector needs the 'yuface' package ({exc})") from None
+            raise UsageError(f"the yunet detector needs the 'yuface' package ({exc})") from None
         self._detect_raw = yuface.c_detect
 
     def _detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -183,12 +189,12 @@ class HaarDetector(FaceDetector):
         if not path.is_file():
             base = getattr(getattr(cv2, "data", None), "haarcascades", None)
             if base is None:
-                raise BregnetError("this OpenCV build ships no Haar cascades (cv2.data); "
+                raise UsageError("this OpenCV build ships no Haar cascades (cv2.data); "
                                    "install opencv-python-headless<5 or use --detector yunet")
             path = Path(base) / cascade
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
-            raise BregnetError(f"cannot load Haar cascade {path}")
+            raise DataError(f"cannot load Haar cascade {path}")
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
 
@@ -239,6 +245,6 @@ def make_detector(name: str | FaceDetector = "yunet", **kwargs: Any) -> FaceDete
         return name
     key = str(name).lower()
     if key not in DETECTORS:
-        raise BregnetError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+        raise UsageError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return DETECTORS[key](**kwargs)

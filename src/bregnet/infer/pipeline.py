@@ -14,14 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from ..errors import BregnetError
+from ..errors import DataError, UsageError
+from ..fileio import check_output_dir, check_output_file
 from .annotate import AnnotatedVideoWriter, Timeline, draw_faces, save_image
 from .predictor import Predictor, expand_inputs
 from .results import FrameResult
 from .video import is_video_path
-from .writers import MultiWriter, open_writer
+from .writers import MultiWriter, open_writer, output_format
 
-__all__ = ["RunSummary", "run_predictions"]
+__all__ = ["RunSummary", "check_outputs", "run_predictions"]
+
+
+def check_outputs(outputs: Sequence[str | os.PathLike | TextIO] = ("-",),
+                  annotate_dir: str | os.PathLike | None = None,
+                  inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Check, before any work, every output of a prediction run: each ``-o`` file has a known
+    format, can be created (its folder exists or can be made and is writable; it is not a folder)
+    and is not one of the inputs; the annotation folder can be created and written.
+    UsageError / OutputError (one line) otherwise."""
+    input_paths = [p for p in inputs if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
+    for out in outputs:
+        output_format(out)
+        if isinstance(out, (str, os.PathLike)) and str(out) != "-":
+            check_output_file(out, inputs=input_paths, what="output")
+    if annotate_dir is not None:
+        check_output_dir(annotate_dir, "annotation folder")
 
 
 @dataclass
@@ -52,14 +69,16 @@ def run_predictions(
 
     ``video_options`` (``every``, ``fps``, ``max_frames``, ``track``, ``smooth``) go to
     :meth:`Predictor.predict_video`. ``warn`` receives one line per skipped input or problem as it
-    happens (default: print to stderr). Raises BregnetError when nothing could be read at all.
+    happens (default: print to stderr). Outputs are checked first (:func:`check_outputs`).
+    Raises DataError when nothing could be read at all.
     """
     if not inputs and webcam is None:
-        raise BregnetError("give at least one input (image, folder, video) or a webcam")
+        raise UsageError("give at least one input (image, folder, video) or a webcam")
+    check_outputs(outputs, annotate_dir, inputs)
     warn = warn or (lambda msg: print(f"bregnet predict: warning: {msg}", file=sys.stderr))
     files = expand_inputs(inputs, recursive=recursive)
     if inputs and not files:
-        raise BregnetError("no images or videos found in the inputs given")
+        raise DataError("no images or videos found in the inputs given")
     roots = {str(path): root for path, root in files}
     annotate = Path(annotate_dir) if annotate_dir else None
     keep = annotate is not None
@@ -149,5 +168,6 @@ def run_predictions(
         summary.write_seconds = writer.seconds
         summary.seconds = time.perf_counter() - start
     if summary.frames == 0 and summary.skipped:
-        raise BregnetError(f"none of the {len(summary.skipped)} input(s) could be read")
+        raise DataError(f"none of the {len(summary.skipped)} input(s) could be read; first: "
+                        f"{summary.skipped[0]}")
     return summary

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import BregnetError, CheckpointError, DataError
-from .align import crop_face
+from ..crop import crop_face
+from ..errors import BregnetError, CheckpointError, DataError, UsageError
 from .detect import Detection, FaceDetector, make_detector
 from .results import FaceResult, FrameResult, record_columns
 from .tracking import IoUTracker, Smoother
@@ -50,7 +50,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = True
                   ) -> list[tuple[Path, Path | None]]:
     """Files to process as ``(path, root)`` pairs, in order: a file stands for itself (root None);
     a folder for the images in it (and in its sub-folders when ``recursive``), sorted, with the
-    folder as root. Raises BregnetError for a path that does not exist."""
+    folder as root. Raises DataError for a path that does not exist. A path that exists but is
+    not a regular file (a device, a FIFO) is kept: reading it is refused, and reported, per
+    input (:func:`bregnet.data.image_io.read_image`), so the other inputs go on."""
     exts = _image_extensions()
     out: list[tuple[Path, Path | None]] = []
     for item in inputs:
@@ -62,7 +64,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = True
         elif p.exists():
             out.append((p, None))
         else:
-            raise BregnetError(f"input not found: {p}")
+            raise DataError(f"input not found: {p}")
     return out
 
 
@@ -70,9 +72,9 @@ class TorchBackend:
     """Runs the PyTorch model: ``run(x) -> (logits or None, va or None)`` on float32 NCHW numpy."""
 
     def __init__(self, model: Any, device: str = "cpu") -> None:
-        import torch
+        from ..device import resolve_device
 
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.num_classes = int(getattr(model, "num_classes", 0))
         self.has_va = bool(getattr(model, "has_va", False))
@@ -80,12 +82,12 @@ class TorchBackend:
     def run(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         import torch
 
+        from ..models import split_outputs
+
         with torch.inference_mode():
             out = self.model(torch.from_numpy(x).to(self.device))
-        if isinstance(out, tuple):
-            return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
-        out = out.float().cpu().numpy()
-        return (out, None) if self.num_classes else (None, out)
+        logits, va = split_outputs(out, self.num_classes > 0, self.has_va)
+        return tuple(None if t is None else t.float().cpu().numpy() for t in (logits, va))  # type: ignore[return-value]
 
 
 @dataclass
@@ -114,8 +116,8 @@ class Predictor:
         align: bool | None = None,
         detector_options: dict[str, Any] | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise BregnetError(f"batch size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
         self.backend = backend
         self.meta = meta
         self.preprocess = meta.preprocess
@@ -150,10 +152,16 @@ class Predictor:
         """Load a ``.safetensors`` checkpoint (or a run folder holding one) or an ``.onnx`` file
         written by ``bregnet export``. ``backend`` is ``torch`` or ``onnx`` (an ``.onnx`` file
         always uses ONNX Runtime; a checkpoint with ``backend="onnx"`` is exported in memory
-        first). Other keyword arguments go to the constructor."""
+        first). ``device`` and ``threads`` are checked before the model is loaded
+        (:func:`bregnet.device.resolve_device`). Other keyword arguments go to the constructor."""
+        from ..device import resolve_device
+
         p = Path(path)
         if backend not in ("torch", "onnx"):
-            raise BregnetError(f"unknown backend {backend!r}; choose torch or onnx")
+            raise UsageError(f"unknown backend {backend!r}; choose torch or onnx")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise UsageError(f"threads must be a positive integer, got {threads!r}")
+        device = str(resolve_device(device))
         if p.suffix.lower() == ".onnx":
             from ..export.onnx import OnnxBackend, read_onnx_metadata
 
@@ -206,7 +214,7 @@ class Predictor:
             batch = np.stack(crops[i:i + self.batch_size]) if not isinstance(crops, np.ndarray) \
                 else crops[i:i + self.batch_size]
             if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
-                raise BregnetError(f"crops must be uint8 (N, H, W, 3), got {batch.dtype} {batch.shape}")
+                raise UsageError(f"crops must be uint8 (N, H, W, 3), got {batch.dtype} {batch.shape}")
             if self.preprocess.color.upper() == "BGR":
                 batch = batch[..., ::-1]
             x = self.preprocess.normalize_numpy(batch)
@@ -229,8 +237,11 @@ class Predictor:
         return probs, va_arr
 
     def crop(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
-        """The model-input crop of one detection."""
-        return crop_face(rgb, det.box, self.input_size, self.crop_policy, det.landmarks)
+        """The model-input crop of one detection (black when the box has no pixel in the image)."""
+        try:
+            return crop_face(rgb, det.box, self.crop_policy, self.input_size, det.landmarks)
+        except DataError:  # box empty or entirely outside the image
+            return np.zeros((self.input_size, self.input_size, 3), np.uint8)
 
     def _detect_and_crop(self, rgb: np.ndarray) -> tuple[list[Detection], list[np.ndarray]]:
         t0 = time.perf_counter()
@@ -296,7 +307,7 @@ class Predictor:
             t0 = time.perf_counter()
             try:
                 rgb = read_image(path, apply_exif=True)
-            except DataError as exc:
+            except BregnetError as exc:  # unreadable, not a regular file, or over a limit
                 self.timings["decode"] += time.perf_counter() - t0
                 msg = str(exc)
                 self.problems.append(f"skipped: {msg}")

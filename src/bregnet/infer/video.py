@@ -21,7 +21,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import BregnetError
+from ..errors import DataError, UsageError
+from ..fileio import check_input_file
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoReader", "is_video_path"]
 
@@ -50,12 +51,15 @@ class VideoReader:
                  max_frames: int | None = None) -> None:
         import cv2
 
-        if every < 1:
-            raise BregnetError(f"--every must be at least 1, got {every}")
-        if fps is not None and fps <= 0:
-            raise BregnetError(f"--fps must be positive, got {fps}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"--every must be a positive integer, got {every!r}")
+        if fps is not None and not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
+            raise UsageError(f"--fps must be a positive number, got {fps!r}")
         if fps is not None and every != 1:
-            raise BregnetError("give either --every or --fps, not both")
+            raise UsageError("give either --every or --fps, not both")
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames < 1):
+            raise UsageError(f"--max-frames must be a positive integer, got {max_frames!r}")
         self.every = int(every)
         self.target_fps = fps
         self.max_frames = max_frames
@@ -69,25 +73,28 @@ class VideoReader:
                                              source.lower().startswith("webcam:"))
         self.is_webcam = webcam
         if webcam:
-            index = source if isinstance(source, int) else source.split(":", 1)[1]
-            try:
-                self.camera_index = int(index)
-            except ValueError:
-                raise BregnetError(f"bad webcam index {index!r}") from None
+            index = source if isinstance(source, int) else source.split(":", 1)[1].strip()
+            if isinstance(index, str):
+                if not index.isdigit() or len(index) > 6:
+                    raise UsageError(f"bad webcam index {index!r}: expected a number 0, 1, 2...")
+                index = int(index)
+            # checked before OpenCV sees it: a negative index makes cv2.VideoCapture crash
+            if isinstance(index, bool) or not 0 <= index < 10_000:
+                raise UsageError(f"bad webcam index {index!r}: expected a number 0, 1, 2...")
+            self.camera_index = int(index)
             self.name = f"webcam:{self.camera_index}"
             self._cap = cv2.VideoCapture(self.camera_index)
             if not self._cap.isOpened():
                 self._cap.release()
-                raise BregnetError(f"cannot open webcam {self.camera_index} (no such device?)")
+                raise DataError(f"cannot open webcam {self.camera_index} (no such device?)")
         else:
-            path = Path(source)
+            # a regular file only: OpenCV would wait for ever on a FIFO and read a device for ever
+            path = check_input_file(source, "video")
             self.name = str(source)
-            if not path.is_file():
-                raise BregnetError(f"video not found: {path}")
             self._cap = cv2.VideoCapture(str(path))
             if not self._cap.isOpened():
                 self._cap.release()
-                raise BregnetError(f"cannot open video {path} (corrupt or unsupported format)")
+                raise DataError(f"cannot open video {path} (corrupt or unsupported format)")
         fps_prop = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps_prop if 0.0 < fps_prop < 1000.0 else (30.0 if not webcam else 0.0)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import BregnetError
+from ..errors import OutputError, UsageError
 from .results import FrameResult, record_columns
 
-__all__ = ["CsvWriter", "JsonlWriter", "MultiWriter", "RecordWriter", "open_writer"]
+__all__ = ["CsvWriter", "JsonlWriter", "MultiWriter", "RecordWriter", "open_writer", "output_format"]
 
 
 class RecordWriter:
@@ -42,7 +42,7 @@ class RecordWriter:
             try:
                 self._fh: TextIO = open(path, "w", newline="", encoding="utf-8")
             except OSError as exc:
-                raise BregnetError(f"cannot write {path}: {exc.strerror or exc}") from None
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
             self._own = True
             self.path: Path | None = path
         else:
@@ -131,20 +131,23 @@ class MultiWriter:
         self.close()
 
 
+def output_format(target: str | os.PathLike | TextIO) -> str:
+    """``"csv"`` or ``"jsonl"`` from the file suffix (``.csv``, ``.jsonl``/``.ndjson``/``.json``);
+    ``"-"`` and an open text stream are CSV. UsageError for any other suffix."""
+    suffix = Path(str(target)).suffix.lower() if isinstance(target, (str, os.PathLike)) else ""
+    if str(target) == "-" or suffix == ".csv" or isinstance(target, io.TextIOBase) and not suffix:
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    raise UsageError(f"cannot tell the output format of {target}: use .csv or .jsonl")
+
+
 def open_writer(target: str | os.PathLike | TextIO, labels: list[str], has_va: bool,
                 keep_empty: bool = False, fmt: str | None = None) -> RecordWriter:
-    """A CSV or JSONL writer chosen by ``fmt`` or the file suffix (``.csv``, ``.jsonl``/``.ndjson``/
-    ``.json``); ``"-"`` is CSV on standard output."""
-    if fmt is None:
-        suffix = Path(str(target)).suffix.lower() if isinstance(target, (str, os.PathLike)) else ""
-        if str(target) == "-" or suffix == ".csv" or isinstance(target, io.TextIOBase) and not suffix:
-            fmt = "csv"
-        elif suffix in (".jsonl", ".ndjson", ".json"):
-            fmt = "jsonl"
-        else:
-            raise BregnetError(f"cannot tell the output format of {target}: use .csv or .jsonl")
+    """A CSV or JSONL writer chosen by ``fmt`` or the file suffix (:func:`output_format`)."""
+    fmt = output_format(target) if fmt is None else fmt
     if fmt == "csv":
         return CsvWriter(target, labels, has_va, keep_empty)
     if fmt == "jsonl":
         return JsonlWriter(target, labels, has_va, keep_empty)
-    raise BregnetError(f"unknown output format {fmt!r}; choose csv or jsonl")
+    raise UsageError(f"unknown output format {fmt!r}; choose csv or jsonl")

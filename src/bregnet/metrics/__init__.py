@@ -41,6 +41,7 @@ from .categorical import (
     roc_auc_ovr,
     roc_auc_per_class,
 )
+from .calibration import expected_calibration_error, reliability_bins
 from .dimensional import ccc, dimensional_metrics, pearson, rmse, sagr
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "cohen_kappa",
     "confusion_matrix",
     "dimensional_metrics",
+    "expected_calibration_error",
     "f1_macro",
     "f1_weighted",
     "krippendorff_alpha_nominal",
@@ -68,6 +70,7 @@ __all__ = [
     "precision_macro",
     "precision_recall_f1",
     "recall_macro",
+    "reliability_bins",
     "rmse",
     "roc_auc_binary",
     "roc_auc_ovr",

@@ -2,7 +2,12 @@
 
 Follows torchvision's ``resnet.py``: a unit class, a network class with ``_make_stage``, explicit
 weight init. The only difference from a pre-activation ResNet is the shortcut ``g(x)`` applied to
-the raw unit input (PAPER.md section 3).
+the raw unit input (the BReG-Net paper's section on the residual unit).
+
+The constructor's arguments may come from a recipe or a checkpoint's metadata, so they are
+checked before anything is allocated: types and ranges (:class:`~bregnet.errors.UsageError`),
+and the parameter count and number of units, estimated from the arguments, against
+``BREGNET_MAX_MODEL_PARAMS`` / ``BREGNET_MAX_MODEL_UNITS`` (:class:`~bregnet.errors.LimitError`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,68 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .shortcuts import make_shortcut
+from ..errors import UsageError
+from ..limits import MAX_CLASSES, MAX_MODEL_PARAMS, MAX_MODEL_UNITS
+from .shortcuts import SHORTCUTS, make_shortcut
 
-__all__ = ["BregNet", "BregUnit"]
+__all__ = ["BregNet", "BregUnit", "estimate_parameters", "split_outputs"]
+
+
+def split_outputs(out: Any, logits: bool, va: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A network's output -> ``(logits or None, va or None)`` by the output contract: a
+    categorical model returns logits, a dimensional one valence/arousal, a multi-task one the
+    tuple ``(logits, va)``. ``logits`` / ``va`` say which heads the model has."""
+    if logits and va:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise UsageError(f"a multi-task model returns (logits, va), got {type(out).__name__}")
+        return out[0], out[1]
+    if isinstance(out, (tuple, list)):
+        raise UsageError(f"a single-head model returns one tensor, got {len(out)} outputs")
+    if not logits and not va:
+        raise UsageError("a model needs class logits, valence/arousal, or both")
+    return (out, None) if logits else (None, out)
+
+
+def _check_int(value: Any, name: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise UsageError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _check_stages(stages: Any, stem_width: int) -> list[list[int]]:
+    if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or not stages:
+        raise UsageError(f"stages must be a non-empty list of [units, width] pairs, got {stages!r}")
+    out = []
+    channels = stem_width
+    for i, stage in enumerate(stages):
+        if isinstance(stage, (str, bytes)) or not isinstance(stage, Sequence) or len(stage) != 2:
+            raise UsageError(f"stage {i} must be a [units, width] pair, got {stage!r}")
+        units = _check_int(stage[0], f"stage {i} units", 1)
+        width = _check_int(stage[1], f"stage {i} width", 1)
+        if width < channels or (width - channels) % 2:
+            raise UsageError(f"stage {i}: the option-A shortcut needs an even channel growth, "
+                             f"got {channels} -> {width}")
+        channels = width
+        out.append([units, width])
+    return out
+
+
+def estimate_parameters(stages: Sequence[Sequence[int]], num_classes: int = 8, va: bool = False,
+                        stem_width: int = 32, in_chans: int = 3) -> int:
+    """The trainable parameter count of a :class:`BregNet` with these arguments, computed from
+    them (no tensor allocated); the adaptive shortcut's two parameters per unit are included."""
+    total = in_chans * stem_width * 9 + stem_width  # stem conv
+    c = stem_width
+    for units, width in stages:
+        for _ in range(int(units)):
+            total += 2 * c + 9 * c * width + width + 2 * width + 9 * width * width + width + 2
+            c = width
+    total += 2 * c  # final batch norm
+    if num_classes:
+        total += c * num_classes + num_classes
+    if va:
+        total += 2 * c + 2
+    return int(total)
 
 
 class BregUnit(nn.Module):
@@ -38,7 +102,7 @@ class BregUnit(nn.Module):
     ) -> None:
         super().__init__()
         if out_channels < in_channels or (out_channels - in_channels) % 2:
-            raise ValueError(
+            raise UsageError(
                 f"option-A shortcut needs an even channel growth, got {in_channels} -> {out_channels}"
             )
         self.in_channels = in_channels
@@ -88,10 +152,23 @@ class BregNet(nn.Module):
         stem_stride: int = 1,
     ) -> None:
         super().__init__()
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
-        if num_classes < 0 or (num_classes == 0 and not va):
-            raise ValueError("a model needs num_classes > 0, va=True, or both")
+        if stem_stride not in (1, 2) or isinstance(stem_stride, bool):
+            raise UsageError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
+        _check_int(num_classes, "num_classes", 0)
+        for name, flag in (("va", va), ("tf_same_padding", tf_same_padding)):
+            if not isinstance(flag, bool):
+                raise UsageError(f"{name} must be true or false, got {flag!r}")
+        if num_classes == 0 and not va:
+            raise UsageError("a model needs num_classes > 0, va=True, or both")
+        if not isinstance(shortcut, str) or shortcut not in SHORTCUTS:
+            raise UsageError(f"unknown shortcut {shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
+        _check_int(stem_width, "stem_width", 1)
+        _check_int(in_chans, "in_chans", 1)
+        stages = _check_stages(stages, stem_width)
+        MAX_CLASSES.check(num_classes, "model output")
+        MAX_MODEL_UNITS.check(sum(u for u, _ in stages), "network")
+        MAX_MODEL_PARAMS.check(estimate_parameters(stages, num_classes, va, stem_width, in_chans),
+                               "network (estimated before building)")
         self.config: dict[str, Any] = {
             "stages": [list(map(int, s)) for s in stages],
             "num_classes": int(num_classes),

@@ -1,13 +1,19 @@
-"""Model name registry in timm's style: ``create_model(name, **overrides)`` and ``list_models()``."""
+"""Model name registry in timm's style: ``create_model(name, **overrides)`` and ``list_models()``.
+
+:data:`FAMILIES` maps each family name to its shortcut mapping (``resnet`` -> identity, ``bregnet``
+-> arctan, ``bregnext`` -> adaptive): the one table the registry's names and the ablation use.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
+from ..errors import UsageError
 from .network import BregNet
 from .shortcuts import SHORTCUTS
 
-__all__ = ["create_model", "list_models", "model_info", "register_model"]
+__all__ = ["FAMILIES", "create_model", "list_models", "model_info", "register_model"]
 
 _REGISTRY: dict[str, Callable[..., BregNet]] = {}
 _INFO: dict[str, str] = {}
@@ -61,6 +67,9 @@ def bregnext50(**kwargs: Any) -> BregNet:
     return BregNet(**kwargs)
 
 
+_NETWORK_ARGS = {k for k in inspect.signature(BregNet.__init__).parameters if k != "self"}
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
     return sorted(_REGISTRY)
@@ -82,13 +91,20 @@ def create_model(
 
     ``shortcut`` overrides the family's mapping (identity | arctan | tanh | softsign | adaptive);
     ``va=True`` adds the valence/arousal head; ``num_classes=0`` with ``va=True`` is dimensional only.
+    An unknown name or argument, or one out of range, is a :class:`~bregnet.errors.UsageError`;
+    a network over the size limits a :class:`~bregnet.errors.LimitError`, raised before any
+    tensor is allocated.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise UsageError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if shortcut is not None:
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"unknown shortcut {shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
+        if not isinstance(shortcut, str) or shortcut not in SHORTCUTS:
+            raise UsageError(f"unknown shortcut {shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
         overrides["shortcut"] = shortcut
+    unknown = sorted(set(overrides) - _NETWORK_ARGS)
+    if unknown:
+        raise UsageError(f"model {name!r} has no argument {unknown[0]!r}; valid: "
+                         f"{', '.join(sorted(_NETWORK_ARGS - {'num_classes', 'va'}))}")
     model = _REGISTRY[name](num_classes=num_classes, va=va, **overrides)
     model.model_name = name
     return model

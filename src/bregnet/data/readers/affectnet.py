@@ -16,7 +16,7 @@ Valence / arousal of -2 ("not applicable") become NaN. Counts of dropped rows: `
 Each face is cropped by its box ``(face_x, face_y, face_width, face_height)`` enlarged by
 ``margin`` (fraction of the side, default 0), optionally made square (``square=True``), clamped to
 the image (``border="clamp"``; or padded: ``"constant"`` / ``"replicate"``), then resized to 64x64
-(:func:`bregnet.data.image_io.crop_face`).
+(:func:`bregnet.crop.crop_face`).
 
 Bad input: a malformed row (wrong field count, a non-numeric box, an expression outside 0..10, a
 valence/arousal outside [-1, 1] other than -2) raises DataError ``"file:line: reason"`` when the
@@ -34,10 +34,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from ..base import Sample
-from ..image_io import crop_face
-from ._util import csv_rows, header_index, norm_name, parse_float, parse_int, take_options
-from .base import FaceReader
+from ._util import csv_rows, header_index, norm_name, parse_float, parse_int
+from .base import CROP_OPTIONS, FaceReader
 
 __all__ = ["AFFECTNET_CLASSES", "AffectNetReader", "parse_va"]
 
@@ -79,30 +77,24 @@ class AffectNetReader(FaceReader):
 
     name = "affectnet"
     splits = ("train", "val")
+    split_aliases = _SPLIT_ALIASES
     default_classes = AFFECTNET_CLASSES
+    OPTIONS = {"csv": None, "images_dir": None, **CROP_OPTIONS, "num_classes": 8, "include_other": False}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = _SPLIT_ALIASES.get(str(split).strip().lower(), split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options, {
-            "csv": None, "images_dir": None, "margin": 0.0, "square": False, "border": "clamp",
-            "num_classes": 8, "include_other": False,
-        })
-        if int(opts["num_classes"]) not in (7, 8):
+        opts = self.opts
+        if opts["num_classes"] not in (7, 8) or isinstance(opts["num_classes"], bool):
             raise DataError(f"affectnet: num_classes must be 7 or 8, not {opts['num_classes']!r}")
-        if opts["border"] not in ("clamp", "constant", "replicate"):
-            raise DataError(f"affectnet: border must be clamp, constant or replicate, not {opts['border']!r}")
         if not self.root.is_dir():
             raise DataError(f"AffectNet root not found: {self.root}" if not self.root.exists()
                             else f"AffectNet root is not a directory: {self.root}")
         self.num_classes = int(opts["num_classes"])
-        self.margin = float(opts["margin"])
-        self.square = bool(opts["square"])
-        self.border = str(opts["border"])
+        self.crop_policy = self._crop_policy_from_options()
         self.include_other = bool(opts["include_other"])
         self.csv_path = self._find_csv(opts["csv"])
+        self.annotation_file = self.csv_path
         self.images_dir = self._find_images(opts["images_dir"])
-        self.skipped: list[tuple[str, str]] = []
         self._parse()
 
     @classmethod
@@ -192,7 +184,7 @@ class AffectNetReader(FaceReader):
             labels.append(expr)
             va.append((v, a))
             lines.append(line)
-        self.dropped = dropped
+        self.dropped.update(dropped)
         self._paths = paths
         self._boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         self._labels = np.asarray(labels, np.int64)
@@ -204,32 +196,9 @@ class AffectNetReader(FaceReader):
     def classes(self) -> list[str]:
         return AFFECTNET_CLASSES[: self.num_classes]
 
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
-    def va(self) -> np.ndarray:
-        return self._va.copy()
-
     def boxes(self) -> np.ndarray:
         """(N, 4) float64 face boxes ``(x, y, w, h)`` from the annotations."""
         return self._boxes.copy()
 
     def image_path(self, index: int) -> Path:
         return self.images_dir / self._paths[index]
-
-    def source(self, index: int) -> str:
-        return f"{self.csv_path}:{int(self._lines[index])}"
-
-    def load(self, index: int) -> Sample:
-        where = self.source(index)
-        path = self.image_path(index)
-        image = self.read_item_image(index)
-        try:
-            crop = crop_face(image, self._boxes[index], self.margin, self.square, self.image_size, self.border)
-        except ValueError as exc:
-            raise DataError(f"{where}: {exc} ({path})") from None
-        v, a = self._va[index]
-        return Sample(crop, int(self._labels[index]), float(v), float(a))

@@ -31,9 +31,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from ..base import Sample
-from ..image_io import resize_image
-from ._util import open_text, parse_float, require_dir, take_options
+from ._util import open_text, parse_float, parse_int, require_dir
 from .base import FaceReader
 
 __all__ = ["AffWild2Reader"]
@@ -44,13 +42,16 @@ _ANNOTATION_SUBDIRS = ("", "annotations", "Annotations", "VA_Estimation_Challeng
                        "annotations/VA_Estimation_Challenge", "Annotations/VA_Estimation_Challenge")
 
 
-def _is_number_pair(parts: list[str]) -> bool:
+def _is_number(text: str) -> bool:
     try:
-        float(parts[0])
-        float(parts[1])
-    except (ValueError, IndexError):
+        float(text)
+    except ValueError:
         return False
     return True
+
+
+def _is_number_pair(parts: list[str]) -> bool:
+    return len(parts) >= 2 and _is_number(parts[0]) and _is_number(parts[1])
 
 
 class AffWild2Reader(FaceReader):
@@ -62,15 +63,14 @@ class AffWild2Reader(FaceReader):
 
     name = "affwild2"
     splits = ("train", "val")
+    split_aliases = {"validation": "val", "valid": "val", "training": "train"}
     default_classes: list[str] = []
+    OPTIONS = {"annotations_dir": None, "frames_dir": None, "frame_pattern": "{:05d}.jpg",
+               "split_dirs": None, "check_frames": True, "frame_step": 1}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = {"validation": "val", "valid": "val", "training": "train"}.get(str(split).strip().lower(), split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options, {
-            "annotations_dir": None, "frames_dir": None, "frame_pattern": "{:05d}.jpg",
-            "split_dirs": None, "check_frames": True, "frame_step": 1,
-        })
+        opts = self.opts
         require_dir(self.root, "Aff-Wild2 root")
         split_dirs = dict(DEFAULT_SPLIT_DIRS)
         split_dirs.update(opts["split_dirs"] or {})
@@ -80,14 +80,10 @@ class AffWild2Reader(FaceReader):
         self.frame_pattern = str(opts["frame_pattern"])
         try:
             self.frame_pattern.format(1)
-        except (IndexError, KeyError, ValueError) as exc:
+        except (IndexError, KeyError, ValueError) as exc:  # str.format's errors for a bad pattern
             raise DataError(f"affwild2: bad frame_pattern {self.frame_pattern!r} ({exc})") from None
-        self.frame_step = int(opts["frame_step"])
-        if self.frame_step < 1:
-            raise DataError(f"affwild2: frame_step must be >= 1, not {opts['frame_step']!r}")
+        self.frame_step = parse_int(str(opts["frame_step"]), "option frame_step", "affwild2", lo=1)
         self.check_frames = bool(opts["check_frames"])
-        self.skipped: list[tuple[str, str]] = []
-        self.dropped: dict[str, int] = {}
         self._parse()
 
     @classmethod
@@ -202,6 +198,7 @@ class AffWild2Reader(FaceReader):
         self._ann_files = ann_files
         self._video = np.concatenate(vid_idx) if vid_idx else np.zeros(0, np.int32)
         self._frame = np.concatenate(frames) if frames else np.zeros(0, np.int64)
+        self._labels = np.full(len(self._frame), -1, np.int64)
         self._lines = np.concatenate(lines_all) if lines_all else np.zeros(0, np.int64)
         self._va = np.concatenate(va_all) if va_all else np.zeros((0, 2), np.float32)
 
@@ -209,14 +206,8 @@ class AffWild2Reader(FaceReader):
     def classes(self) -> list[str]:
         return []
 
-    def __len__(self) -> int:
-        return len(self._frame)
-
     def labels(self) -> np.ndarray:
         return np.full(len(self), -1, np.int64)
-
-    def va(self) -> np.ndarray:
-        return self._va.copy()
 
     def frame_info(self, index: int) -> tuple[str, int]:
         """(video name, 1-based frame index) of item ``index``."""
@@ -228,8 +219,3 @@ class AffWild2Reader(FaceReader):
 
     def source(self, index: int) -> str:
         return f"{self._ann_files[int(self._video[index])]}:{int(self._lines[index])}"
-
-    def load(self, index: int) -> Sample:
-        image = self.read_item_image(index)
-        v, a = self._va[index]
-        return Sample(resize_image(image, self.image_size), -1, float(v), float(a))

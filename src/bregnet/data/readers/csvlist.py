@@ -38,10 +38,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from ..base import Sample
-from ..image_io import crop_face
-from ._util import csv_rows, header_index, one_line, parse_float, take_options
-from .base import FaceReader
+from ...limits import MAX_CLASSES
+from ._util import csv_rows, header_index, one_line, parse_float
+from .base import CROP_OPTIONS, FaceReader
 from .folder import parse_class_list
 
 __all__ = ["CSVListReader"]
@@ -84,6 +83,14 @@ def _is_int(text: str) -> bool:
     return t.isascii() and t.isdigit()
 
 
+def _small_int(text: str) -> int | None:
+    """The integer ``text`` holds, or None when it has more digits than any class index could
+    (never converted: Python refuses, or takes very long, on thousands of digits)."""
+    t = text.strip()
+    digits = t.lstrip("+-").lstrip("0")
+    return int(t) if len(digits) <= 18 else None
+
+
 class CSVListReader(FaceReader):
     """Generic ``path,label[,valence,arousal]`` CSV (see the module doc).
 
@@ -93,30 +100,22 @@ class CSVListReader(FaceReader):
 
     name = "csv"
     splits = ("train", "val", "test", "all")
+    split_aliases = _SPLIT_VALUES
+    OPTIONS = {"csv": None, "classes": None, "images_dir": None, **CROP_OPTIONS}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = _SPLIT_VALUES.get(str(split).strip().lower(), split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options, {
-            "csv": None, "classes": None, "images_dir": None, "margin": 0.0, "square": False,
-            "border": "clamp",
-        })
-        if opts["border"] not in ("clamp", "constant", "replicate"):
-            raise DataError(f"csv: border must be clamp, constant or replicate, not {opts['border']!r}")
-        self.margin = float(opts["margin"])
-        self.square = bool(opts["square"])
-        self.border = str(opts["border"])
-        self.skipped: list[tuple[str, str]] = []
-        self.dropped: dict[str, int] = {}
-
+        opts = self.opts
+        self.crop_policy = self._crop_policy_from_options()
         self.csv_path, filter_split, siblings = self._locate(opts["csv"])
+        self.annotation_file = self.csv_path
         tables = {p: _read_table(p) for p in dict.fromkeys([self.csv_path, *siblings])}
         cols, records = tables[self.csv_path]
         if filter_split and "split" not in cols:
-            raise DataError(f"{self.csv_path}: no split column, so no {split!r} split; use split 'all' "
-                            f"or one file per split ({split}.csv)")
+            raise DataError(f"{self.csv_path}: no split column, so no {self.split!r} split; use split "
+                            f"'all' or one file per split ({self.split}.csv)")
         if opts["images_dir"] is not None:
-            d = Path(opts["images_dir"])
+            d = Path(str(opts["images_dir"]))
             self.images_dir = d if d.is_absolute() else self.csv_path.parent / d
         else:
             self.images_dir = self.csv_path.parent
@@ -175,22 +174,29 @@ class CSVListReader(FaceReader):
         raise DataError(f"CSV list not found: {root / (self.split + '.csv')} (nor labels.csv)")
 
     def _infer_classes(self, tables: dict[Path, tuple[dict[str, int], list]]) -> list[str]:
-        texts: set[str] = set()
-        for cols, records in tables.values():
+        texts: dict[str, str] = {}  # label text -> where it first appears
+        for path, (cols, records) in tables.items():
             i = cols.get("label")
             if i is None:
                 continue
-            for _, row in records:
+            for line, row in records:
                 if i < len(row) and row[i].strip():
-                    texts.add(row[i].strip())
-        texts.discard("-1")
+                    texts.setdefault(row[i].strip(), f"{path}:{line}")
+        texts.pop("-1", None)
         if not texts:
             return []
         if all(_is_int(t) for t in texts):
-            top = max(int(t) for t in texts)
-            if top < 0:
+            values = {t: _small_int(t) for t in texts}
+            top_text = max(texts, key=lambda t: (values[t] is None, values[t] or 0, len(t)))
+            top = values[top_text]
+            if top is not None and top < 0:
                 return []
+            # checked before the names "0".."K-1" are built: a label 10**8 must not build them
+            count = (top + 1) if top is not None else float(f"1e{len(top_text.lstrip('+-0'))}")
+            shown = one_line(top_text, 30)
+            MAX_CLASSES.check(count, f"{texts[top_text]}: integer labels up to {shown} mean 0..{shown}")
             return [str(k) for k in range(top + 1)]
+        MAX_CLASSES.check(len(texts), f"{self.csv_path}: the label column names")
         return sorted(texts)
 
     # -- rows ----------------------------------------------------------------------------------
@@ -201,9 +207,9 @@ class CSVListReader(FaceReader):
         if t in self._class_index:
             return self._class_index[t]
         if _is_int(t):
-            k = int(t)
-            if not 0 <= k < len(self._classes):
-                raise DataError(f"{where}: label {k} out of range 0..{len(self._classes) - 1}")
+            k = _small_int(t)
+            if k is None or not 0 <= k < len(self._classes):
+                raise DataError(f"{where}: label {one_line(t, 30)} out of range 0..{len(self._classes) - 1}")
             return k
         raise DataError(f"{where}: unknown class {t!r} (classes: {one_line(', '.join(self._classes), 120) or 'none'})")
 
@@ -256,7 +262,7 @@ class CSVListReader(FaceReader):
         self._paths = paths
         self._labels = np.asarray(labels, np.int64)
         self._va = np.asarray(va, np.float32).reshape(-1, 2)
-        self._boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        self._boxes = np.asarray(boxes, np.float64).reshape(-1, 4) if has_box else None
         self._lines = np.asarray(lines, np.int64)
 
     # -- FaceReader ----------------------------------------------------------------------------
@@ -264,31 +270,6 @@ class CSVListReader(FaceReader):
     def classes(self) -> list[str]:
         return list(self._classes)
 
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
-    def va(self) -> np.ndarray:
-        return self._va.copy()
-
     def image_path(self, index: int) -> Path:
         p = Path(self._paths[index])
         return p if p.is_absolute() else self.images_dir / p
-
-    def source(self, index: int) -> str:
-        return f"{self.csv_path}:{int(self._lines[index])}"
-
-    def load(self, index: int) -> Sample:
-        where = self.source(index)
-        path = self.image_path(index)
-        image = self.read_item_image(index)
-        box = self._boxes[index]
-        try:
-            crop = crop_face(image, None if np.isnan(box).all() else box, self.margin, self.square,
-                             self.image_size, self.border)
-        except ValueError as exc:
-            raise DataError(f"{where}: {exc} ({path})") from None
-        v, a = self._va[index]
-        return Sample(crop, int(self._labels[index]), float(v), float(a))

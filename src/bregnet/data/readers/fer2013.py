@@ -31,8 +31,9 @@ import cv2
 import numpy as np
 
 from ...errors import DataError
+from ...fileio import utf8_error_message
 from ..base import Sample
-from ._util import csv_rows, header_index, header_text, parse_int, require_file, take_options
+from ._util import check_text_encoding, csv_rows, header_index, header_text, parse_int, require_file
 from .base import FaceReader
 
 __all__ = ["FER2013_CLASSES", "FER2013Reader", "Fer2013Table", "parse_fer2013_csv", "resolve_split"]
@@ -42,7 +43,7 @@ FER_SIDE = 48
 FER_PIXELS = FER_SIDE * FER_SIDE
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 USAGE_CODES = {"training": 0, "publictest": 1, "privatetest": 2}
-_SPLIT_ALIASES = {
+SPLIT_ALIASES = {
     "training": "train", "publictest": "val", "privatetest": "test",
     "valid": "val", "validation": "val",
 }
@@ -52,7 +53,7 @@ _CHUNK_ROWS = 2048
 def resolve_split(split: str) -> str:
     """``Training``/``PublicTest``/``PrivateTest`` (any case) -> ``train``/``val``/``test``."""
     s = str(split).strip()
-    return _SPLIT_ALIASES.get(s.lower(), s)
+    return SPLIT_ALIASES.get(s.lower(), s)
 
 
 @dataclass
@@ -231,8 +232,14 @@ def _records(p: Path) -> Iterator[tuple[int, list]]:
             yield line_no, line.split(b",")
 
 
-def _text(v: bytes | str) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+def _text(v: bytes | str, where: str) -> str:
+    """A field as text: fields of the byte path are decoded strictly (DataError naming the line)."""
+    if isinstance(v, str):
+        return v
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(utf8_error_message(where, v[exc.start:exc.end])) from None
 
 
 def _raw(v: bytes | str) -> bytes:
@@ -250,6 +257,7 @@ _cache: dict[str, Any] = {}
 def parse_fer2013_csv(path: str | os.PathLike) -> Fer2013Table:
     """Parse a FER2013 CSV strictly (see the module doc); DataError ``"file:line: reason"``."""
     p = require_file(path, "FER2013 CSV")
+    check_text_encoding(p)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if _cache.get("key") == key:
@@ -258,7 +266,7 @@ def parse_fer2013_csv(path: str | os.PathLike) -> Fer2013Table:
     rows = _records(p)
     try:
         header_line, header = next(rows)
-        header = [_text(h) for h in header]
+        header = [_text(h, f"{p}:{header_line}") for h in header]
     except StopIteration:
         raise DataError(f"{p}: empty file, expected a header 'emotion,pixels,Usage'") from None
     where = f"{p}:{header_line}"
@@ -292,12 +300,12 @@ def parse_fer2013_csv(path: str | os.PathLike) -> Fer2013Table:
                                 f"({header_text(header)})")
             label = -1
             if i_emo is not None:
-                label = parse_int(_text(row[i_emo]), "emotion", where)
+                label = parse_int(_text(row[i_emo], where), "emotion", where)
                 if not 0 <= label < len(FER2013_CLASSES):
                     raise DataError(f"{where}: emotion {label} out of range 0..{len(FER2013_CLASSES) - 1}")
             code = -1
             if i_use is not None:
-                usage_name = _text(row[i_use]).strip()
+                usage_name = _text(row[i_use], where).strip()
                 code = USAGE_CODES.get(usage_name.lower(), -2)
                 if code == -2:
                     raise DataError(f"{where}: unknown Usage {usage_name!r} "
@@ -358,13 +366,15 @@ class FER2013Reader(FaceReader):
 
     name = "fer2013"
     splits = ("train", "val", "test", "all")
+    split_aliases = SPLIT_ALIASES
     default_classes = FER2013_CLASSES
+    OPTIONS = {"csv": None}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = resolve_split(split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options, {"csv": None})
-        self.csv_path = find_fer2013_csv(self.root, opts["csv"])
+        split = self.split
+        self.csv_path = find_fer2013_csv(self.root, self.opts["csv"])
+        self.annotation_file = self.csv_path
         table = parse_fer2013_csv(self.csv_path)
         if split == "all":
             idx = np.arange(len(table.labels))
@@ -375,29 +385,20 @@ class FER2013Reader(FaceReader):
         self._table = table
         self._index = idx
         self._labels = table.labels[idx]
-        self.skipped: list[tuple[str, str]] = []
-        self.dropped: dict[str, int] = {}
+        self._lines = table.lines[idx]
 
     @classmethod
     def available_splits(cls, root: str | os.PathLike, **options: Any) -> list[str]:
         """The official splits present: train/val/test, or ``all`` for a file without Usage."""
         path = find_fer2013_csv(Path(root), options.get("csv"))
         first = next(_records(require_file(path, "FER2013 CSV")), None)
-        has_usage = first is not None and any(_text(h).strip().lower() in _COLUMNS["usage"] for h in first[1])
+        has_usage = first is not None and any(
+            _text(h, f"{path}:{first[0]}").strip().lower() in _COLUMNS["usage"] for h in first[1])
         return ["train", "val", "test"] if has_usage else ["all"]
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
 
     def load(self, index: int) -> Sample:
         j = self._index[index]
         return Sample(upsample_gray(self._table.images[j], self.image_size), int(self._labels[index]))
-
-    def source(self, index: int) -> str:
-        return f"{self.csv_path}:{int(self._table.lines[self._index[index]])}"
 
     def faces48(self) -> np.ndarray:
         """The split's raw 48x48 grayscale faces (N, 48, 48) uint8, without decoding per item."""

@@ -35,9 +35,9 @@ import numpy as np
 
 from ...errors import DataError
 from ..base import Sample
-from ._util import csv_rows, header_index, parse_int, require_file, take_options
+from ._util import csv_rows, header_index, parse_int, require_file
 from .base import FaceReader
-from .fer2013 import SPLIT_CODES, USAGE_CODES, find_fer2013_csv, parse_fer2013_csv, resolve_split, upsample_gray
+from .fer2013 import SPLIT_ALIASES, SPLIT_CODES, USAGE_CODES, find_fer2013_csv, parse_fer2013_csv, upsample_gray
 
 __all__ = ["FERPLUS_CLASSES", "FERPlusReader", "ferplus_labels", "parse_ferplus_csv"]
 
@@ -47,6 +47,7 @@ _VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgus
 _COLUMNS = {"usage": ("usage",), "image_name": ("image_name", "image", "name")}
 _COLUMNS.update({c: (c,) for c in _VOTE_COLUMNS})
 _COLUMNS["nf"] = ("nf", "no_face", "not_face")
+_MAX_VOTES = 10 ** 6  # ten annotators voted; anything near int64's range is a broken file
 
 
 def parse_ferplus_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -69,10 +70,7 @@ def parse_ferplus_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise DataError(f"{where}: row has {len(row)} fields, expected at least {need}")
         v = []
         for name, i in zip(_VOTE_COLUMNS, vote_idx):
-            n = parse_int(row[i], f"{name} votes", where)
-            if n < 0:
-                raise DataError(f"{where}: {name} votes {n} is negative")
-            v.append(n)
+            v.append(parse_int(row[i], f"{name} votes", where, lo=0, hi=_MAX_VOTES))
         code = -1
         if i_use is not None:
             code = USAGE_CODES.get(row[i_use].strip().lower(), -2)
@@ -130,17 +128,18 @@ class FERPlusReader(FaceReader):
 
     name = "ferplus"
     splits = ("train", "val", "test", "all")
+    split_aliases = SPLIT_ALIASES
     default_classes = FERPLUS_CLASSES
+    OPTIONS = {"fer2013_csv": None, "ferplus_csv": None, "protocol": "plurality"}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = resolve_split(split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options,
-                            {"fer2013_csv": None, "ferplus_csv": None, "protocol": "plurality"})
+        opts, split = self.opts, self.split
         if not self.root.exists():
             raise DataError(f"FERPlus root not found: {self.root}")
         self.fer2013_path = find_fer2013_csv(self.root, opts["fer2013_csv"])
         self.ferplus_path = self._find_votes(opts["ferplus_csv"])
+        self.annotation_file = self.ferplus_path
         plus = parse_ferplus_csv(self.ferplus_path)
         fer = parse_fer2013_csv(self.fer2013_path)
         n_plus, n_fer = len(plus["votes"]), len(fer.labels)
@@ -170,7 +169,6 @@ class FERPlusReader(FaceReader):
             if (usage < 0).any():
                 raise DataError(f"{self.ferplus_path}: no Usage column, so no {split!r} split; use split 'all'")
             in_split = usage == SPLIT_CODES[split]
-        self.dropped: dict[str, int] = {}
         seen = np.zeros(n_plus, bool)
         for reason, mask in reasons.items():  # each dropped row counted once, under its first reason
             m = mask & in_split & ~seen
@@ -179,11 +177,10 @@ class FERPlusReader(FaceReader):
                 self.dropped[reason] = int(m.sum())
         idx = np.flatnonzero(keep & in_split)
         self.protocol = opts["protocol"]
-        self.skipped: list[tuple[str, str]] = []
         self._fer = fer
-        self._plus_lines = plus["lines"]
         self._index = idx
         self._labels = labels[idx]
+        self._lines = plus["lines"][idx]
         emo = plus["votes"][idx, :8].astype(np.float32)
         self._soft = emo / np.maximum(emo.sum(1, keepdims=True), 1.0)
 
@@ -201,19 +198,9 @@ class FERPlusReader(FaceReader):
                 return base / name
         return base / "fer2013new.csv"
 
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
     def soft_labels(self) -> np.ndarray:
         return self._soft.copy()
 
     def load(self, index: int) -> Sample:
         j = self._index[index]
         return Sample(upsample_gray(self._fer.images[j], self.image_size), int(self._labels[index]))
-
-    def source(self, index: int) -> str:
-        j = self._index[index]
-        return f"{self.ferplus_path}:{int(self._plus_lines[j])}"

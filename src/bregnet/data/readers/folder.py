@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from ..base import Sample
-from ..image_io import IMAGE_EXTENSIONS, read_image, resize_image
-from ._util import require_dir, take_options
+from ...limits import MAX_CLASSES
+from ..image_io import IMAGE_EXTENSIONS
+from ._util import require_dir
 from .base import FaceReader
 
 __all__ = ["FolderReader", "parse_class_list"]
@@ -51,7 +51,9 @@ def parse_class_list(classes: Any) -> list[str] | None:
         names = [str(c).strip() for c in classes]
     if not names:
         return None
-    dup = {n for n in names if names.count(n) > 1}
+    MAX_CLASSES.check(len(names), "option classes")
+    seen: set[str] = set()
+    dup = {n for n in names if n in seen or seen.add(n)}
     if dup:
         raise DataError(f"classes lists {sorted(dup)[0]!r} twice")
     return names
@@ -84,12 +86,13 @@ class FolderReader(FaceReader):
 
     name = "folder"
     splits = ("train", "val", "test", "all")
+    split_aliases = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
+    OPTIONS = {"classes": None, "recursive": True}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}.get(
-            str(split).strip().lower(), split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options, {"classes": None, "recursive": True})
+        opts = self.opts
+        split = self.split
         require_dir(self.root, "image folder")
         given = parse_class_list(opts["classes"])
         recursive = bool(opts["recursive"])
@@ -116,13 +119,13 @@ class FolderReader(FaceReader):
 
         all_bases = list(split_dirs.values()) if split_dirs else [self.root]
         found = sorted({d.name for b in all_bases for d in _visible_dirs(b)})
+        if given is None:
+            MAX_CLASSES.check(len(found), f"{self.root}: class sub-folders")
         self._classes = given if given is not None else found
         index = {c: i for i, c in enumerate(self._classes)}
 
         paths: list[Path] = []
         labels: list[int] = []
-        self.dropped: dict[str, int] = {}
-        self.skipped: list[tuple[str, str]] = []
         for base in bases:
             for d in _visible_dirs(base):
                 images = _images_in(d, recursive)
@@ -150,18 +153,8 @@ class FolderReader(FaceReader):
     def classes(self) -> list[str]:
         return list(self._classes)
 
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
     def image_path(self, index: int) -> Path:
         return self._paths[index]
 
     def source(self, index: int) -> str:
         return str(self._paths[index])
-
-    def load(self, index: int) -> Sample:
-        image = read_image(self._paths[index])
-        return Sample(resize_image(image, self.image_size), int(self._labels[index]))

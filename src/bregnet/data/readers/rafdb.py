@@ -23,9 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from ..base import Sample
-from ..image_io import resize_image
-from ._util import open_text, parse_int, require_file, take_options
+from ._util import open_text, parse_int, require_file
 from .base import FaceReader
 
 __all__ = ["RAFDB_CLASSES", "RAFDBReader"]
@@ -41,12 +39,13 @@ class RAFDBReader(FaceReader):
 
     name = "rafdb"
     splits = ("train", "test")
+    split_aliases = {"training": "train", "testing": "test"}
     default_classes = RAFDB_CLASSES
+    OPTIONS = {"label_file": None, "images_dir": None, "aligned": True}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
-        split = {"training": "train", "testing": "test"}.get(str(split).strip().lower(), split)
         super().__init__(root, split, **options)
-        opts = take_options(self.name, options, {"label_file": None, "images_dir": None, "aligned": True})
+        opts = self.opts
         if not self.root.is_dir():
             raise DataError(f"RAF-DB root not found: {self.root}" if not self.root.exists()
                             else f"RAF-DB root is not a directory: {self.root}")
@@ -60,8 +59,7 @@ class RAFDBReader(FaceReader):
         default_images = "Image/aligned" if self.aligned else "Image/original"
         im = Path(opts["images_dir"]) if opts["images_dir"] else Path(default_images)
         self.images_dir = im if im.is_absolute() else basic / im
-        self.skipped: list[tuple[str, str]] = []
-        self.dropped: dict[str, int] = {}
+        self.annotation_file = self.label_file
         self._parse()
 
     @classmethod
@@ -96,22 +94,9 @@ class RAFDBReader(FaceReader):
         self._labels = np.asarray(labels, np.int64)
         self._lines = np.asarray(lines, np.int64)
 
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
     def image_path(self, index: int) -> Path:
         name = self._names[index]
         if self.aligned:
             stem, dot, ext = name.rpartition(".")
             name = f"{stem}_aligned.{ext}" if dot else f"{name}_aligned"
         return self.images_dir / name
-
-    def source(self, index: int) -> str:
-        return f"{self.label_file}:{int(self._lines[index])}"
-
-    def load(self, index: int) -> Sample:
-        image = self.read_item_image(index)
-        return Sample(resize_image(image, self.image_size), int(self._labels[index]))
