@@ -158,14 +158,14 @@ def _rotated_crop(rgb: np.ndarray, corners: tuple[float, float, float, float], s
     region = rgb[vy0:vy1, vx0:vx1]
     # 2) shrink big regions with area averaging *before* padding (bounded memory), so the final
     #    warp only resamples near scale 1
-    fx = fy = 1.0
-    pre = min(sx, sy)
+    fx = fy = pre = min(sx, sy, 1.0)
     if pre < 1.0:
         rh, rw = region.shape[:2]
         nw, nh = max(1, round(rw * pre)), max(1, round(rh * pre))
         region = cv2.resize(np.ascontiguousarray(region), (nw, nh), interpolation=cv2.INTER_AREA)
-        fx, fy = nw / rw, nh / rh
-    pads = (round((vy0 - y0) * fy), round((y1 - vy1) * fy), round((vx0 - x0) * fx), round((x1 - vx1) * fx))
+        fx, fy = nw / rw, nh / rh  # pre, but for a sliver of the image never below one pixel
+    # the outside is scaled by pre, so the padded region stays about 1.5 x size whatever the box
+    pads = (round((vy0 - y0) * pre), round((y1 - vy1) * pre), round((vx0 - x0) * pre), round((x1 - vx1) * pre))
     region = _pad(region, pads, "replicate" if border == "replicate" else "constant")
     ocx = (cx - vx0) * fx + pads[2]  # crop centre inside the padded region
     ocy = (cy - vy0) * fy + pads[0]

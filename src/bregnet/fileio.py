@@ -185,17 +185,19 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
-def _writable_parent(path: Path, what: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():  # the nearest existing ancestor decides whether we can create it
+def _writable_ancestor(path: Path, what: str, shown: Path | None = None) -> None:
+    """OutputError unless ``path`` can be created: its nearest existing ancestor must be a
+    writable folder (``shown`` is the path named in the message; default ``path``)."""
+    shown = path if shown is None else shown
+    probe = path.parent if str(path.parent) else Path(".")
+    while not probe.exists() and not probe.is_symlink():  # the nearest existing ancestor decides
         if probe.parent == probe:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise OutputError(f"cannot write {what} {path}: {probe} is a file, not a folder")
+        raise OutputError(f"cannot write {what} {shown}: {probe} is a file, not a folder")
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {what} {path}: no permission to write in {probe}")
+        raise OutputError(f"cannot write {what} {shown}: no permission to write in {probe}")
 
 
 def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
@@ -214,7 +216,7 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             raise OutputError(f"{p} already exists; remove it or choose another {what} path")
         if not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
             raise OutputError(f"cannot write {what} {p}: no permission")
-    _writable_parent(p, what)
+    _writable_ancestor(p, what)
     return p
 
 
@@ -227,7 +229,7 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
         if not os.access(p, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write into {what} {p}: no permission")
         return p
-    _writable_parent(p / "x", what)
+    _writable_ancestor(p / "x", what, shown=p)
     return p
 
 

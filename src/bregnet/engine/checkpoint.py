@@ -159,10 +159,10 @@ def validate_metadata(doc: Any) -> dict[str, Any]:
 
 
 def parse_metadata_json(raw: str, where: str) -> Any:
-    """JSON text of checkpoint metadata; the non-JSON constants ``NaN`` / ``Infinity`` that
-    older versions wrote for metrics read as null."""
+    """JSON text of checkpoint metadata. The non-JSON constants ``NaN`` / ``Infinity`` that older
+    versions wrote for metrics are read (as floats: the schema refuses them where they matter)."""
     try:
-        return json.loads(raw, parse_constant=lambda _name: None)
+        return json.loads(raw)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"corrupt metadata in {where}: {str(exc).splitlines()[0]}") from None
 

@@ -34,9 +34,9 @@ def check_outputs(outputs: Sequence[str | os.PathLike | TextIO] = ("-",),
     UsageError / OutputError (one line) otherwise."""
     input_paths = [p for p in inputs if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
     for out in outputs:
-        output_format(out)
         if isinstance(out, (str, os.PathLike)) and str(out) != "-":
             check_output_file(out, inputs=input_paths, what="output")
+        output_format(out)
     if annotate_dir is not None:
         check_output_dir(annotate_dir, "annotation folder")
 

@@ -133,9 +133,10 @@ def csv_rows(path: Path, handle: Any = None) -> Iterator[tuple[int, list[str]]]:
                                     f"line is not closed ({exc})") from None
                 raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
             end = reader.line_num
-            if end > start and any("\n" in field or "\r" in field for field in row):
+            if any("\n" in field or "\r" in field for field in row):
+                runs = f"runs on to line {end}" if end > start else "runs to the end of the file"
                 raise DataError(f"{path}:{start}: unclosed quote: the quoted field opened on this "
-                                f"line runs on to line {end}")
+                                f"line {runs}")
             if not row or all(not field.strip() for field in row):
                 continue
             yield start, row
@@ -183,9 +184,16 @@ def parse_int(text: str, what: str, where: str, lo: int | None = None, hi: int |
     """An integer field (``"3.0"`` is accepted as 3, ``"3.5"`` is not) within ``lo..hi`` (both
     optional; always within +-2**62, so it fits an int64): DataError ``"where: reason"``."""
     t = text.strip()
+    low = -_INT_LIMIT if lo is None else lo
+    high = _INT_LIMIT if hi is None else hi
+    if lo is not None and hi is not None:
+        rng = f"{lo}..{hi}"
+    else:
+        rng = f">= {lo}" if lo is not None else f"<= {hi}" if hi is not None else "of an int64"
+    out_of_range = DataError(f"{where}: {what} {one_line(t, 30)} is out of range ({rng})")
     if _INT_TEXT.fullmatch(t):
-        if len(t.lstrip("+-").lstrip("0")) > 19:
-            raise DataError(f"{where}: {what} {one_line(t)} is out of range")
+        if len(t.lstrip("+-").lstrip("0")) > 19:  # never convert thousands of digits
+            raise out_of_range
         value = int(t)
     else:
         try:
@@ -194,17 +202,11 @@ def parse_int(text: str, what: str, where: str, lo: int | None = None, hi: int |
             raise DataError(f"{where}: {what} {one_line(t)!r} is not an integer") from None
         if not math.isfinite(f) or f != int(f):
             raise DataError(f"{where}: {what} {one_line(t)!r} is not an integer")
-        if abs(f) > _INT_LIMIT:
-            raise DataError(f"{where}: {what} {one_line(t)} is out of range")
+        if not low <= f <= high:
+            raise out_of_range
         value = int(f)
-    low = -_INT_LIMIT if lo is None else lo
-    high = _INT_LIMIT if hi is None else hi
     if not low <= value <= high:
-        if lo is not None and hi is not None:
-            rng = f"{lo}..{hi}"
-        else:
-            rng = f">= {lo}" if lo is not None else f"<= {hi}" if hi is not None else "of an int64"
-        raise DataError(f"{where}: {what} {one_line(t)} is out of range ({rng})")
+        raise out_of_range
     return value
 
 

@@ -186,15 +186,18 @@ class CSVListReader(FaceReader):
         if not texts:
             return []
         if all(_is_int(t) for t in texts):
-            values = {t: _small_int(t) for t in texts}
-            top_text = max(texts, key=lambda t: (values[t] is None, values[t] or 0, len(t)))
-            top = values[top_text]
-            if top is not None and top < 0:
+            # checked before the names "0".."K-1" are built: a label 10**8 must not build them,
+            # and one of thousands of digits must not even be converted
+            def size(t: str) -> int:
+                digits = len(t.strip().lstrip("+-").lstrip("0"))
+                return int(t) if digits <= 40 else 10 ** 40
+
+            top_text = max(texts, key=size)
+            top = size(top_text)
+            if top < 0:
                 return []
-            # checked before the names "0".."K-1" are built: a label 10**8 must not build them
-            count = (top + 1) if top is not None else float(f"1e{len(top_text.lstrip('+-0'))}")
             shown = one_line(top_text, 30)
-            MAX_CLASSES.check(count, f"{texts[top_text]}: integer labels up to {shown} mean 0..{shown}")
+            MAX_CLASSES.check(top + 1, f"{texts[top_text]}: integer labels up to {shown} mean 0..{shown}")
             return [str(k) for k in range(top + 1)]
         MAX_CLASSES.check(len(texts), f"{self.csv_path}: the label column names")
         return sorted(texts)
