@@ -43,15 +43,18 @@ def _figure(figsize: tuple[float, float]):
 
 
 def _finish(fig, path: str | os.PathLike) -> str:
-    """Save ``fig`` as a PNG at ``path`` (folders created), release it, return the path."""
+    """Save ``fig`` as a PNG at ``path`` atomically (folders created), release it, return the path."""
+    import io
+
+    from ..fileio import atomic_write_bytes
+
     path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
+    buf = io.BytesIO()
     try:
-        fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+        fig.savefig(buf, dpi=DPI, format="png", facecolor="white")
     finally:
         fig.clear()
+    atomic_write_bytes(path, buf.getvalue(), fsync=False)
     return path
 
 

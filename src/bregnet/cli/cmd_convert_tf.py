@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BregnetError
+    from ..errors import UsageError
     from ..export.convert_tf import convert_tf_checkpoint, is_skipped_variable
     from ..export.tf_bundle import TensorBundle
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if not args.out:
-        raise BregnetError("--out is required (a folder or a .safetensors file)")
+        raise UsageError("--out is required (a folder or a .safetensors file)")
     labels = None
     if args.labels:
         labels = [s.strip() for s in args.labels.split(",") if s.strip()]

@@ -459,8 +459,13 @@ def open_cache(path: str | os.PathLike, split: str | None = None) -> ArrayDatase
         raise DataError(f"{d / 'meta.json'} is not a bregnet cache description")
     if int(meta.get("version", 0)) > CACHE_VERSION:
         raise DataError(f"{d} was written by a newer bregnet (cache version {meta.get('version')})")
-    n = int(meta["num_items"])
-    h, w, c = (int(v) for v in meta["image_shape"])
+    n, shape = meta.get("num_items"), meta.get("image_shape")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0 or not isinstance(shape, list) \
+            or len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape) \
+            or shape[2] != 3:
+        raise DataError(f"{d / 'meta.json'}: num_items / image_shape are not a cache's "
+                        f"(got {n!r}, {shape!r})")
+    h, w, c = shape
     img_path = d / "images.u8"
     if not img_path.exists():
         raise DataError(f"{img_path} is missing")
@@ -478,6 +483,14 @@ def open_cache(path: str | os.PathLike, split: str | None = None) -> ArrayDatase
         raise DataError(f"{d}: cannot read the label arrays ({exc})") from None
     if len(labels) != n or len(va) != n:
         raise DataError(f"{d}: labels/va do not match images ({len(labels)}/{len(va)} vs {n})")
-    return ArrayDataset(images=images, labels=labels, va=va, classes=list(meta.get("classes", [])),
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or va.shape != (n, 2) or va.dtype.kind != "f":
+        raise DataError(f"{d}: labels.npy must be (N,) integers and va.npy (N, 2) floats, got "
+                        f"{labels.shape} {labels.dtype} and {va.shape} {va.dtype}")
+    if soft is not None and (soft.ndim != 2 or len(soft) != n or soft.dtype.kind != "f"):
+        raise DataError(f"{d}: soft_labels.npy must be (N, K) floats, got {soft.shape} {soft.dtype}")
+    classes = meta.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{d / 'meta.json'}: classes must be a list of names")
+    return ArrayDataset(images=images, labels=labels, va=va, classes=list(classes),
                         name=str(meta.get("dataset", "cache")), split=str(meta.get("split", "")),
                         soft_labels=soft, meta=meta)

@@ -768,7 +768,11 @@ def preview_grid(ds: ArrayDataset, path: str | os.PathLike, per_class: int = 8, 
             x0 = label_w + c * (cell + 2)
             img = np.asarray(ds.images[i])
             canvas[y0:y0 + cell, x0:x0 + cell] = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_NEAREST)
+    from ..fileio import atomic_write_bytes
+
     path = os.fspath(path)
-    if not cv2.imwrite(path, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-        raise DataError(f"cannot write preview image {path}")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f"cannot encode preview image {path}")
+    atomic_write_bytes(path, png.tobytes(), fsync=False)
     return path

@@ -36,14 +36,14 @@ DEFAULTS: dict[str, Any] = {
     },
     "task": "categorical",      # categorical | dimensional | multitask
     "data": {
-        "name": "synthetic",    # a reader name (bregnet.data.registry) or "synthetic"
+        "name": "synthetic",    # a reader name (bregnet.data.registry)
         "root": None,
         "cache": None,          # prepared cache directory; built on first use if missing
         "train_split": "train",
         "val_split": "val",
         "test_split": "test",
-        "options": {},          # reader options (synthetic: n, seed, imbalance, difficulty)
-        "sizes": {},            # synthetic only: images per split, e.g. {train: 6000, val: 1000}
+        "options": {},          # reader options of data.name (dropped when an override changes it)
+        "sizes": {},            # generated data sets (synthetic): items per split, {train: 6000}
         "split_options": {},    # per-split reader options over `options`, e.g. {test: {imbalance: none}}
     },
     "train": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> A
             raise ConfigError(f"data.sizes sets the size of generated data sets; {cls.name!r} has "
                               "a fixed number of items (remove data.sizes)")
         options[cls.size_option] = sizes[split]
-    root = data_cfg.get("root")
-    cache = data_cfg.get("cache")
+    # a path given as a YAML number (data.root=2013) is the folder "2013"
+    root, cache = (None if v is None else v if isinstance(v, (str, os.PathLike)) else str(v)
+                   for v in (data_cfg.get("root"), data_cfg.get("cache")))
     if cache:
         from ..data.cache import open_cache, prepare_cache
 

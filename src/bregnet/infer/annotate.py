@@ -173,7 +173,10 @@ class Timeline:
         if title:
             fig.suptitle(title)
         fig.tight_layout()
+        import io
+
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=100)
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=100, format="png")
+        atomic_write_bytes(p, buf.getvalue(), fsync=False)
         return p

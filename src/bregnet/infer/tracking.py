@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import UsageError
+
 __all__ = ["IoUTracker", "Smoother", "iou_matrix"]
 
 
@@ -129,8 +131,8 @@ class Smoother:
     """Per-track exponential moving average of probabilities and valence/arousal."""
 
     def __init__(self, alpha: float = 0.0) -> None:
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"smoothing factor must be in [0, 1), got {alpha}")
+        if not 0.0 <= alpha < 1.0:  # also refuses NaN
+            raise UsageError(f"smoothing factor must be in [0, 1), got {alpha}")
         self.alpha = float(alpha)
         self._state: dict[int, dict[str, np.ndarray]] = {}
 

@@ -21,8 +21,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, LimitError, UsageError
 from ..fileio import check_input_file
+from ..limits import MAX_IMAGE_PIXELS
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoReader", "is_video_path"]
 
@@ -101,6 +102,12 @@ class VideoReader:
         self.frame_count = count if count > 0 and not webcam else None
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        try:  # every frame is decoded to this size: bounded like an image's pixel count
+            MAX_IMAGE_PIXELS.check(self.width * self.height,
+                                   f"{self.name}: frames of {self.width} x {self.height}")
+        except LimitError:
+            self._cap.release()
+            raise
 
     # -- sampling ---------------------------------------------------------------------------
     @property
