@@ -463,3 +463,31 @@ def test_evaluation_does_not_depend_on_the_trainer():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": SRC})
     assert r.returncode == 0, r.stderr
+
+
+def test_readers_cache_and_predictor_crop_with_the_one_crop_function(tmp_path, ckpt, monkeypatch):
+    import bregnet.crop
+    from bregnet import Predictor
+    from bregnet.data.cache import open_cache, prepare_cache
+    from bregnet.data.registry import open_reader
+    from bregnet.infer.detect import Detection
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(tmp_path / "a.png"), img[:, :, ::-1])
+    (tmp_path / "list.csv").write_text("path,label,x,y,w,h\na.png,0,50,30,40,40\n")
+    reader = open_reader("csv", tmp_path / "list.csv", "all", margin=0.2, square=True, border="constant")
+    calls = []
+    real = bregnet.crop.crop_face
+    monkeypatch.setattr(bregnet.crop, "crop_face", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    expected = real(img, (50, 30, 40, 40), reader.crop_policy, 64)
+    assert np.array_equal(reader.load(0).image, expected)
+    prepare_cache(reader, out_dir=tmp_path / "cache", progress=False)
+    assert np.array_equal(open_cache(tmp_path / "cache", "all").images[0], expected)
+    predictor = Predictor.from_checkpoint(ckpt, detector="none")
+    crop = predictor.crop(img, Detection((50.0, 30.0, 40.0, 40.0)))
+    assert np.array_equal(crop, real(img, (50, 30, 40, 40), predictor.crop_policy, 32))
+    assert calls == [reader.crop_policy, reader.crop_policy]  # the reader's load, then the cache's
+    import bregnet.infer.predictor
+
+    assert bregnet.infer.predictor.crop_face is real

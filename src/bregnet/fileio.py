@@ -214,6 +214,10 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     if p.exists():
         if not overwrite:
             raise OutputError(f"{p} already exists; remove it or choose another {what} path")
+        if not p.is_file():  # a device or a pipe (/dev/null, a FIFO): written to, never replaced
+            if not os.access(p, os.W_OK):
+                raise OutputError(f"cannot write {what} {p}: no permission")
+            return p
         if not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
             raise OutputError(f"cannot write {what} {p}: no permission")
     _writable_ancestor(p, what)

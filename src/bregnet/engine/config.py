@@ -204,7 +204,13 @@ def _apply(cfg: dict[str, Any], items: list[tuple[list[str], Any]]) -> dict[str,
 
 
 def _dataset_key(name: Any) -> str:
-    return str(name).strip().lower().replace("_", "-")
+    """The registered name of a data set (``FER`` and ``fer2013`` are one), else the text."""
+    from ..data.registry import get_reader_class
+
+    try:
+        return get_reader_class(str(name)).name
+    except BregnetError:  # not a registered name: the reader will say so when it is opened
+        return str(name).strip().lower()
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
