@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bregnet.errors import BregnetError, DataError
+from bregnet.errors import BregnetError, DataError, UsageError
 from bregnet.crop import crop_face, eye_angle
 from bregnet.infer.detect import Detection, HaarDetector, NoDetector, YuNetDetector, make_detector
 from bregnet.infer.tracking import IoUTracker, Smoother, iou_matrix
@@ -163,7 +163,7 @@ def test_smoother_is_an_ema_per_track():
     assert np.allclose(out["probs"], [0.5, 0.5]) and np.allclose(out["va"], [0.2, 0.4])
     assert np.allclose(s(1, probs=p1)["probs"], p1)  # another track starts fresh
     assert Smoother(0.0)(0, probs=p0)["probs"] is p0
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         Smoother(1.0)
 
 
