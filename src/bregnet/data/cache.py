@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._version import __version__
+from ..csvsafe import spreadsheet_safe
 from ..errors import DataError
 from .base import ArrayDataset
 from .readers.base import FaceReader
@@ -388,8 +389,8 @@ def _finalize(reader: FaceReader, split: str, d: Path, sig: dict, n: int, size: 
         np.save(d / "soft_labels.npy", np.asarray(soft, np.float32)[kept])
     with open(d / "skipped.txt", "w", encoding="utf-8") as f:
         f.write(f"# {len(skips)} of {n} items of {reader.name}/{split} skipped\n# index\tsource\treason\n")
-        for i, src, reason in skips:
-            f.write(f"{i}\t{src}\t{reason}\n")
+        for i, src, reason in skips:  # tab-separated: open in a spreadsheet without running it
+            f.write(f"{i}\t{spreadsheet_safe(src)}\t{spreadsheet_safe(reason)}\n")
     classes = list(reader.classes)
     valid = labels[labels >= 0]
     counts = np.bincount(valid, minlength=len(classes)).tolist() if classes else []
