@@ -59,7 +59,7 @@ def real_crops(ckpt) -> np.ndarray:
 def test_metadata_travels_in_the_onnx_file(ckpt, exported):
     meta = read_onnx_metadata(exported)
     ref = read_metadata(ckpt)
-    assert meta.labels == LABELS and meta.va and meta.model_name == "bregnext32"
+    assert meta.labels == LABELS and meta.va and meta.model_name == "bregnext_custom"  # tiny layout
     assert meta.preprocess == ref.preprocess and meta.model_args == ref.model_args
     proto = onnx.load(str(exported))
     props = {p.key: p.value for p in proto.metadata_props}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from bregnet.losses import (
     FocalLoss,
     MultiTaskLoss,
+    OfficialFocalLoss,
     VALoss,
     WeightedCrossEntropy,
     build_loss,
@@ -173,6 +174,74 @@ def test_focal_down_weights_easy_examples_and_has_finite_grads() -> None:
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
 
 
+def _official_focal_numpy(logits: np.ndarray, onehot: np.ndarray, gamma: float, alpha: float) -> np.ndarray:
+    """The official ``focal_loss2`` per sample, by hand in float64 (softmax, then both terms)."""
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    pos = -alpha * onehot * (1 - p) ** gamma * np.log(p)
+    neg = -(1 - alpha) * (1 - onehot) * p ** gamma * np.log(1 - p)
+    return (pos + neg).sum(1)
+
+
+def test_official_focal_hand_computed() -> None:
+    logits, labels, _ = hand_batch()
+    # sample 1: p = (1/4, 1/2, 1/4), y = 1; sample 2: p = (1/4, 1/4, 1/2), y = 0
+    #   target terms 0.25 (1/2)^2 ln 2 and 0.25 (3/4)^2 2 ln 2, as the single-term form
+    #   non-target terms 0.75 p^2 (-ln(1 - p)): p = 1/4 twice in sample 1, p = 1/4 and 1/2 in sample 2
+    t1 = 0.25 * 0.25 * LN2 + 2 * 0.75 * (1 / 16) * -math.log(3 / 4)
+    t2 = 0.25 * (9 / 16) * 2 * LN2 + 0.75 * ((1 / 16) * -math.log(3 / 4) + (1 / 4) * LN2)
+    loss = OfficialFocalLoss(gamma=2.0, alpha=0.25)
+    assert float(loss(logits, labels)) == pytest.approx((t1 + t2) / 2, rel=1e-6)
+    assert float(OfficialFocalLoss(reduction="sum")(logits, labels)) == pytest.approx(t1 + t2, rel=1e-6)
+    # the single-term form lacks the non-target terms
+    assert float(FocalLoss(gamma=2.0, alpha=0.25)(logits, labels)) < float(loss(logits, labels)) - 0.05
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_official_focal_matches_the_official_formula(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(12, 8, generator=g, dtype=torch.float64) * 3
+    labels = torch.randint(0, 8, (12,), generator=g)
+    onehot = np.eye(8)[labels.numpy()]
+    ref = _official_focal_numpy(logits.numpy(), onehot, 2.0, 0.25)
+    assert float(OfficialFocalLoss()(logits, labels)) == pytest.approx(ref.mean(), rel=1e-5)
+    assert float(OfficialFocalLoss(reduction="sum")(logits, labels)) == pytest.approx(ref.sum(), rel=1e-5)
+    # soft targets: a one-hot row is the hard label; class weights scale each sample by w_y
+    soft = torch.from_numpy(onehot)
+    assert float(OfficialFocalLoss()(logits, soft)) == pytest.approx(ref.mean(), rel=1e-5)
+    w = torch.linspace(0.5, 2.0, 8)
+    weighted = OfficialFocalLoss(weight=w)(logits, labels)
+    assert float(weighted) == pytest.approx((ref * w.numpy()[labels.numpy()]).mean(), rel=1e-5)
+    # ignored labels drop out
+    part = labels.clone()
+    part[:4] = -1
+    assert float(OfficialFocalLoss()(logits, part)) == pytest.approx(ref[4:].mean(), rel=1e-5)
+    # alpha None: both terms weighted 1
+    both = _official_focal_numpy(logits.numpy(), onehot, 0.0, 0.5) * 2
+    assert float(OfficialFocalLoss(gamma=0.0, alpha=None)(logits, labels)) == pytest.approx(both.mean(), rel=1e-5)
+
+
+def test_official_focal_stays_finite_where_p_rounds_to_one() -> None:
+    extreme = torch.tensor([[80.0, -80.0, 0.0], [-50.0, 50.0, 0.0]], requires_grad=True)
+    loss = OfficialFocalLoss()(extreme, torch.tensor([0, 0]))  # sample 2: a wrong class with p = 1
+    (grad,) = torch.autograd.grad(loss, extreme)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    # sample 2: target term 0.25 * 100 (-log p_0 = 100) plus the wrong class with p_1 = 1 in float:
+    # 0.75 * -log(1 - p_1) = 0.75 * 50, exact from the logits (log(1 - p) of the rounded p is inf)
+    assert float(loss.detach()) == pytest.approx((0.25 * 100 + 0.75 * 50) / 2, rel=1e-4)
+
+
+def test_build_loss_official_focal() -> None:
+    counts = [10, 30, 60]
+    loss = build_loss("categorical", class_counts=counts, loss="focal-official", weighting="inverse")
+    assert isinstance(loss.cls_loss, OfficialFocalLoss) and loss.cls_loss.alpha == 0.25
+    assert torch.allclose(loss.cls_loss.weight, class_weights(counts, "inverse"))
+    with pytest.raises(ValueError, match="scalar"):
+        build_loss("categorical", weighting="none", loss="focal-official", focal_alpha=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="alpha"):
+        OfficialFocalLoss(alpha=1.5)
+
+
 # ------------------------------------------------------------------------------------------------
 # valence / arousal
 
@@ -267,7 +336,7 @@ def test_build_loss_configurations() -> None:
 
 
 @pytest.mark.parametrize("task", ["categorical", "dimensional", "multitask"])
-@pytest.mark.parametrize("cls_loss", ["ce", "focal"])
+@pytest.mark.parametrize("cls_loss", ["ce", "focal", "focal-official"])
 def test_uniform_signature_and_gradients_flow(task: str, cls_loss: str) -> None:
     torch.manual_seed(0)
     n, k = 16, 4

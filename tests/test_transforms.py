@@ -12,7 +12,7 @@ import torch
 from bregnet.data.sampler import ClassBalancedSampler
 from bregnet.data.transforms import (
     PaperAugment,
-    central_crop_resize,
+    crop_and_resize,
     hsv_to_rgb,
     normalize,
     rgb_to_hsv,
@@ -116,32 +116,115 @@ def test_clip_keeps_range():
     assert y.min() >= 0 and y.max() <= 255
 
 
-def test_central_crop_resize_matches_integer_box_and_bilinear():
-    cv2 = pytest.importorskip("cv2")
-    x = torch.rand(3, 3, 64, 64, generator=gen(12))
-    frac = torch.tensor([0.8, 0.9, 0.99])
-    y = central_crop_resize(x, frac)
-    for i, f in enumerate(frac.tolist()):
-        s = int((64 - 64 * f) / 2)  # tf.image.central_crop's box
-        crop = x[i, :, s:64 - s, s:64 - s].permute(1, 2, 0).numpy()
-        ref = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_LINEAR)
-        assert np.allclose(y[i].permute(1, 2, 0).numpy(), ref, atol=1e-5)
-    assert torch.allclose(y[2], x[2], atol=1e-6)  # 99% of 64 px rounds to the full image
+def tf_crop_and_resize(image: np.ndarray, box: tuple[float, float, float, float],
+                       crop_size: tuple[int, int]) -> np.ndarray:
+    """TensorFlow's ``crop_and_resize`` kernel for one (H, W, C) image and one normalised box
+    ``(y1, x1, y2, x2)``, written out from its documented formula (float32, as the kernel)."""
+    img = image.astype(np.float32)
+    h, w = img.shape[:2]
+    ch, cw = crop_size
+    y1, x1, y2, x2 = (np.float32(v) for v in box)
+    out = np.zeros((ch, cw, img.shape[2]), np.float32)
+    hs = np.float32((y2 - y1) * np.float32(h - 1) / np.float32(ch - 1))
+    ws = np.float32((x2 - x1) * np.float32(w - 1) / np.float32(cw - 1))
+    for i in range(ch):
+        in_y = np.float32(y1 * np.float32(h - 1) + np.float32(i) * hs)
+        top, bottom = int(np.floor(in_y)), int(np.ceil(in_y))
+        y_lerp = np.float32(in_y - top)
+        for j in range(cw):
+            in_x = np.float32(x1 * np.float32(w - 1) + np.float32(j) * ws)
+            left, right = int(np.floor(in_x)), int(np.ceil(in_x))
+            x_lerp = np.float32(in_x - left)
+            t = img[top, left] + (img[top, right] - img[top, left]) * x_lerp
+            b = img[bottom, left] + (img[bottom, right] - img[bottom, left]) * x_lerp
+            out[i, j] = t + (b - t) * y_lerp
+    return out
 
 
-def test_crops_are_centred_and_within_80_to_99_percent():
-    x = rand_images(300, size=64).float()
+@pytest.mark.parametrize("size", [(64, 64), (20, 30)])
+def test_crop_and_resize_matches_tensorflow_formula(size):
+    h, w = size
+    x = torch.randint(0, 256, (6, 3, h, w), generator=gen(12), dtype=torch.uint8)
+    scales = [0.8, 0.85, 0.9, 0.97, 0.99, 1.0]
+    y = crop_and_resize(x, torch.tensor(scales, dtype=torch.float64))
+    assert y.shape == (6, 3, h, w) and y.dtype == torch.float32
+    for i, s in enumerate(scales):
+        box = (0.5 - 0.5 * s, 0.5 - 0.5 * s, 0.5 + 0.5 * s, 0.5 + 0.5 * s)  # the official boxes
+        ref = tf_crop_and_resize(x[i].permute(1, 2, 0).numpy(), box, (h, w))
+        np.testing.assert_allclose(y[i].permute(1, 2, 0).numpy(), ref, rtol=0, atol=2e-4)
+    assert torch.equal(y[5], x[5].float())  # scale 1: the identity, exactly
+    assert not torch.equal(y[4].floor(), x[4].float())  # scale 0.99 changes the image
+
+
+def test_crop_and_resize_zooms_in_continuous_steps():
+    # a horizontal ramp: the crop of side s maps column j to 63/2 * (1 - s) + j * s exactly
+    ramp = torch.arange(64, dtype=torch.float32).view(1, 1, 1, 64).expand(4, 3, 64, 64).contiguous()
+    scales = torch.tensor([0.8, 0.81, 0.98, 0.99], dtype=torch.float64)
+    y = crop_and_resize(ramp, scales)
+    j = torch.arange(64, dtype=torch.float64)
+    for i, s in enumerate(scales.tolist()):
+        expected = 31.5 * (1 - s) + j * s
+        assert torch.allclose(y[i, 0, 0].double(), expected, atol=1e-4)
+    # neighbouring scales give different images (no integer box that rounds them together)
+    assert (y[0] - y[1]).abs().max() > 0.2 and (y[2] - y[3]).abs().max() > 0.2
+
+
+def test_crops_use_the_official_scales_and_truncate_to_uint8():
+    x = torch.randint(0, 256, (300, 3, 64, 64), generator=gen(13), dtype=torch.uint8)
     y = PaperAugment(p=1.0, **{**OFF, "crop": (0.8, 0.99)}, crop_p=1.0)(x, gen(13))
-    # every output is one of the centred integer crops allowed by the range (starts 0..6 of 64 px)
-    candidates = torch.stack([central_crop_resize(x / 255, torch.full((300,), 1 - 2 * s / 64)) * 255
-                              for s in range(0, 7)], 1)
-    err = (candidates - y[:, None]).abs().flatten(2).amax(2)
-    assert (err.min(1).values < 1e-2).all()
-    starts = err.argmin(1)
-    assert set(starts.tolist()) == set(range(0, 7))
+    official = [0.8 + 0.01 * k for k in range(20)]  # np.arange(0.8, 1.0, 0.01)
+    candidates = torch.stack([crop_and_resize(x, torch.full((300,), s, dtype=torch.float64)).floor()
+                              for s in official], 1)
+    match = (candidates == y[:, None].float()).flatten(2).all(2)
+    assert match.any(1).all()  # every output is exactly one official crop, cast to uint8
+    used = match.float().argmax(1)
+    assert set(used.tolist()) == set(range(20))  # all 20 scales occur, 0.99 included
     # crop_p: about half of the augmented images are cropped
     z = PaperAugment(p=1.0, **{**OFF, "crop": (0.8, 0.81)}, crop_p=0.5)(x, gen(14))
     assert 100 < int(changed(z, x).sum()) < 200
+
+
+def test_colour_ops_saturate_like_uint8_after_each_op():
+    """Brightness then contrast on a bright image: TensorFlow saturates to 255 after brightness,
+    then the contrast op sees the clipped image (the official uint8 pipeline)."""
+    x = torch.full((1, 3, 4, 4), 250, dtype=torch.uint8)
+    x[..., :2] = 100
+    aug = PaperAugment(p=1.0, **{**OFF, "brightness": 0.05, "contrast": (0.7, 1.3)})
+    y = aug(x, gen(25))  # seed 25 draws brightness +0.041 (250 -> 260.5: saturates) and contrast 0.93
+    # replay the draws: select() draws a permutation (and no coin for p=1), then 7 x k numbers
+    g = gen(25)
+    torch.randperm(1, generator=g)
+    u = torch.rand((7, 1), generator=g)
+    delta = -0.05 + 0.1 * float(u[3, 0])
+    factor = 0.7 + 0.6 * float(u[4, 0])
+    f = x[0].numpy().astype(np.float32) / np.float32(255)
+    b = np.floor(np.clip((f + np.float32(delta)) * np.float32(255.5), 0, 255))  # saturate_cast
+    fb = b / np.float32(255)
+    mean = fb.mean(axis=(1, 2), keepdims=True)
+    ref = np.floor(np.clip(((fb - mean) * np.float32(factor) + mean) * np.float32(255.5), 0, 255))
+    assert np.abs(y[0].numpy().astype(np.float32) - ref).max() <= 1
+    assert delta > 0.02
+    # without the clip after brightness (the old behaviour) the result differs by several levels
+    unclipped = (f + delta - (f + delta).mean(axis=(1, 2), keepdims=True)) * factor \
+        + (f + delta).mean(axis=(1, 2), keepdims=True)
+    assert np.abs(np.floor(np.clip(unclipped * 255.5, 0, 255)) - ref).max() >= 3
+
+
+def test_uint8_levels_between_hue_and_saturation():
+    x = rand_images(50, size=8, seed=22)
+    y = PaperAugment(p=1.0, **{**OFF, "hue": 0.08, "saturation": (0.6, 1.6)})(x, gen(23))
+    g = gen(23)
+    torch.randperm(50, generator=g)
+    u = torch.rand((7, 50), generator=g)
+    f = x.float() / 255
+    h, s_, v = rgb_to_hsv(f).unbind(1)
+    h = h + (-0.08 + 0.16 * u[1]).view(50, 1, 1)
+    h = h + (h < 0).float() - (h >= 1).float()
+    step1 = torch.floor((hsv_to_rgb(torch.stack((h, s_, v), 1)) * 255.5).clamp(0, 255))
+    h, s_, v = rgb_to_hsv(step1 / 255).unbind(1)
+    s_ = (s_ * (0.6 + 1.0 * u[2]).view(50, 1, 1)).clamp(0, 1)
+    step2 = torch.floor((hsv_to_rgb(torch.stack((h, s_, v), 1)) * 255.5).clamp(0, 255))
+    assert torch.equal(y.float(), step2)
 
 
 def test_half_of_the_batch_is_untouched():
@@ -164,7 +247,8 @@ def test_deterministic_by_seed_and_dtype_preserved():
     xf = x.to(torch.float64)
     f = aug(xf, gen(1))
     assert f.dtype == torch.float64 and f.min() >= 0 and f.max() <= 255
-    assert (f.round() - a.double()).abs().max() <= 1  # same ops for float and uint8 input
+    # same ops for float and uint8 input; uint8 truncates after each of the 5 ops, float does not
+    assert (f - a.double()).abs().max() <= 6
     assert aug(x[:0], gen(1)).shape == (0, 3, 32, 32)
 
 

@@ -1,4 +1,4 @@
-"""Training losses: class-weighted cross-entropy, focal loss, valence/arousal loss, multi-task sum.
+"""Training losses: class-weighted cross-entropy, focal losses, valence/arousal loss, multi-task sum.
 
 The trainer builds its loss with :func:`build_loss` and calls it as
 ``loss_fn(outputs, labels, va_targets) -> scalar tensor`` whatever the task (see there).
@@ -31,6 +31,7 @@ __all__ = [
     "IGNORE_INDEX",
     "FocalLoss",
     "MultiTaskLoss",
+    "OfficialFocalLoss",
     "VALoss",
     "WeightedCrossEntropy",
     "build_loss",
@@ -44,7 +45,7 @@ WeightScheme = Literal["none", "inverse", "sqrt", "effective"]
 WEIGHT_SCHEMES: tuple[str, ...] = ("none", "inverse", "sqrt", "effective")
 VA_KINDS: tuple[str, ...] = ("mse", "ccc", "mse+ccc")
 TASKS: tuple[str, ...] = ("categorical", "dimensional", "multitask")
-CLS_LOSSES: tuple[str, ...] = ("ce", "focal")
+CLS_LOSSES: tuple[str, ...] = ("ce", "focal", "focal-official")
 
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -224,12 +225,16 @@ class WeightedCrossEntropy(nn.Module):
 class FocalLoss(nn.Module):
     """Multiclass softmax focal loss (Lin et al. 2017), ``-alpha_y (1 - p_y)^gamma log p_y``.
 
+    This is the common single-term softmax form. It is **not** the official BReG-NeXt code's
+    ``focal_loss2``, which adds a second term over the non-target classes: that one is
+    :class:`OfficialFocalLoss` (``train.loss: focal-official``).
+
     **Alpha convention.** A scalar ``alpha`` multiplies every class alike: with a softmax there is
     no positive/negative split, so unlike the binary sigmoid form (alpha for positives, 1 - alpha
-    for negatives) it only scales the loss. That is what the paper's code does with its
-    ``gamma=2, alpha=0.25`` option, and it is kept for parity (it acts as a 4x smaller learning
-    rate). A sequence/tensor of K values gives per-class weights ``alpha_c`` (e.g. from
-    :func:`class_weights`); ``None`` means 1 for every class.
+    for negatives) it only scales the loss (``alpha=0.25`` acts like a 4x smaller learning rate
+    with SGD; Adam hardly notices a constant factor). A sequence/tensor of K values gives
+    per-class weights ``alpha_c`` (e.g. from :func:`class_weights`); ``None`` means 1 for every
+    class.
 
     **Reduction: plain mean** over the samples that have a target, as Lin et al. (who normalise by
     the number of anchors, not by the sum of alphas): a weighted mean would cancel a scalar alpha.
@@ -279,6 +284,83 @@ class FocalLoss(nn.Module):
             q, valid = _soft_targets(target)
             per = (q * term).sum(dim=1)
         per = torch.where(valid, per, torch.zeros_like(per))
+        return per.sum() / valid.sum().clamp_min(1).to(per.dtype)
+
+
+class OfficialFocalLoss(nn.Module):
+    """The official BReG-NeXt code's focal loss (``focal_loss2``, PAPER.md section 4), two terms
+    summed over the classes ``k`` with one-hot targets ``y`` and softmax probabilities ``p``::
+
+        l_i = sum_k [ -alpha y_k (1 - p_k)^gamma log p_k  -  (1 - alpha) (1 - y_k) p_k^gamma log(1 - p_k) ]
+
+    The second term also pushes down the probability of every wrong class, like a per-class
+    binary focal loss. ``alpha=None`` weights both terms 1. Soft (N, K) targets ``q`` (rows
+    normalised) replace ``y``, which is the same formula for a one-hot row. ``log(1 - p_k)`` is
+    computed as ``logsumexp`` of the other logits minus ``logsumexp`` of all, so it stays exact
+    and finite where ``p_k`` rounds to 1.
+
+    ``weight`` (K,) optional class weights scale each sample's loss by ``w_y`` (``sum_k w_k q_k``
+    for soft targets). **Reduction**: ``"mean"`` (default) over the samples that have a target;
+    ``"sum"`` sums over the batch as the official code does (``K.sum`` over batch and classes).
+    The mean keeps training and validation losses comparable across batch sizes; Adam, the
+    paper's optimiser, is nearly invariant to the constant factor between the two. Labels ``-1``
+    (and soft rows summing to 0) are ignored; an all-ignored batch gives a connected 0.
+    """
+
+    weight: Tensor | None
+
+    def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25,
+                 weight: Sequence[float] | Tensor | None = None, reduction: str = "mean",
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"official focal alpha must lie in [0, 1], got {alpha}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32).reshape(-1)
+        if w is not None and (not bool(torch.isfinite(w).all()) or bool((w < 0).any())):
+            raise ValueError("class weights must be finite and non-negative")
+        self.register_buffer("weight", w)
+        self.gamma = float(gamma)
+        self.alpha = None if alpha is None else float(alpha)
+        self.reduction = reduction
+        self.ignore_index = int(ignore_index)
+
+    def extra_repr(self) -> str:
+        k = None if self.weight is None else self.weight.numel()
+        return f"gamma={self.gamma}, alpha={self.alpha}, classes_weighted={k}, reduction={self.reduction!r}"
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Loss of (N, K) logits against (N,) class indices or (N, K) target distributions."""
+        hard = _check(logits, target, self.weight, "OfficialFocalLoss")
+        z = logits.float()
+        n, k = z.shape
+        if k < 2:
+            raise ValueError("OfficialFocalLoss needs at least 2 classes")
+        lse = torch.logsumexp(z, dim=1, keepdim=True)
+        logp = z - lse
+        # log(1 - p_k) = log sum_{j != k} exp(z_j) - log sum_j exp(z_j)
+        eye = torch.eye(k, dtype=torch.bool, device=z.device)
+        others = z[:, None, :].expand(n, k, k).masked_fill(eye, float("-inf"))
+        log1mp = torch.logsumexp(others, dim=2) - lse
+        # (1 - p)^gamma and p^gamma from the logs; exp(0 * -inf) cannot occur: both logs are finite
+        pos = -torch.exp(self.gamma * log1mp) * logp
+        neg = -torch.exp(self.gamma * logp) * log1mp
+        a_pos, a_neg = (1.0, 1.0) if self.alpha is None else (self.alpha, 1.0 - self.alpha)
+        if hard:
+            valid = target != self.ignore_index
+            idx = torch.where(valid, target, torch.zeros_like(target)).long()
+            q = F.one_hot(idx, k).to(z.dtype)
+        else:
+            q, valid = _soft_targets(target)
+        per = (a_pos * q * pos + a_neg * (1.0 - q) * neg).sum(dim=1)
+        if self.weight is not None:
+            per = per * (q * self.weight.to(device=z.device, dtype=z.dtype)).sum(dim=1)
+        per = torch.where(valid, per, torch.zeros_like(per))
+        if self.reduction == "sum":
+            return per.sum()
         return per.sum() / valid.sum().clamp_min(1).to(per.dtype)
 
 
@@ -416,7 +498,7 @@ def build_loss(
     task: Literal["categorical", "dimensional", "multitask"] | str,
     class_counts: Sequence[int] | np.ndarray | Tensor | None = None,
     weighting: WeightScheme | str = "inverse",
-    loss: Literal["ce", "focal"] | str = "ce",
+    loss: Literal["ce", "focal", "focal-official"] | str = "ce",
     va_loss: Literal["mse", "ccc", "mse+ccc"] | str = "mse",
     va_weight: float = 1.0,
     focal_gamma: float = 2.0,
@@ -448,6 +530,9 @@ def build_loss(
         ``"ce"``: :class:`WeightedCrossEntropy` with the class weights and ``label_smoothing``.
         ``"focal"``: :class:`FocalLoss` with ``focal_gamma``; its alpha is ``focal_alpha`` (scalar,
         per-class sequence or None) times the class weights when ``weighting`` is not "none".
+        ``"focal-official"``: :class:`OfficialFocalLoss`, the official code's two-term form, with
+        ``focal_gamma``, a scalar ``focal_alpha`` in [0, 1] (or None) and the class weights as
+        per-sample weights.
     va_loss, va_weight:
         :class:`VALoss` kind and the weight of the va term in the multi-task sum.
     """
@@ -468,9 +553,15 @@ def build_loss(
             weights = class_weights(class_counts, weighting, beta=beta)
         if loss == "ce":
             cls = WeightedCrossEntropy(weights, label_smoothing=label_smoothing)
+        elif label_smoothing:
+            raise ValueError("label_smoothing is only supported with loss='ce'")
+        elif loss == "focal-official":
+            if focal_alpha is not None and torch.as_tensor(focal_alpha).ndim != 0:
+                raise ValueError("focal-official takes a scalar focal_alpha in [0, 1]")
+            cls = OfficialFocalLoss(gamma=focal_gamma,
+                                    alpha=None if focal_alpha is None else float(focal_alpha),  # type: ignore[arg-type]
+                                    weight=weights)
         else:
-            if label_smoothing:
-                raise ValueError("label_smoothing is only supported with loss='ce'")
             alpha: Tensor | None = None
             if focal_alpha is not None:
                 alpha = torch.as_tensor(focal_alpha, dtype=torch.float32)

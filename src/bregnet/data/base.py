@@ -33,7 +33,8 @@ class ArrayDataset(torch.utils.data.Dataset):
     ``classes`` are the label names in the data set's own order (empty for VA-only data sets);
     ``soft_labels`` (N, K) float32 optionally holds vote distributions (FERPlus).
     ``__getitem__`` returns ``(image CHW uint8 tensor, label, va)``; :meth:`batch` gathers many
-    indices at once, which is what the trainer uses (much faster than per-item collation).
+    indices at once, which is what the trainer uses (much faster than per-item collation), and
+    :meth:`soft_batch` the matching label distributions when it trains on them.
     """
 
     images: np.ndarray
@@ -73,6 +74,20 @@ class ArrayDataset(torch.utils.data.Dataset):
         gathered[order] = self.images[idx[order]]
         images = torch.from_numpy(gathered).permute(0, 3, 1, 2)
         return images, torch.from_numpy(self.labels[idx]), torch.from_numpy(self.va[idx])
+
+    def soft_batch(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Gather the label distributions of ``indices`` -> (B, K) float32 (the trainer's soft
+        targets). Raises ``ValueError`` when the data set has none (see :attr:`has_soft_labels`)."""
+        if self.soft_labels is None:
+            raise ValueError(f"{self.name}/{self.split} has no soft labels")
+        idx = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(np.asarray(self.soft_labels[idx], dtype=np.float32))
+
+    @property
+    def has_soft_labels(self) -> bool:
+        """True when the data set carries (N, K) label distributions, K = number of classes."""
+        return self.soft_labels is not None and self.soft_labels.ndim == 2 and \
+            self.soft_labels.shape[1] == len(self.classes) and len(self.classes) > 0
 
     @property
     def num_classes(self) -> int:

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._version import __version__
+from ..csvsafe import spreadsheet_safe
 from ..errors import BregnetError, DataError, UsageError
 from ..fileio import (atomic_output, atomic_write, atomic_write_bytes, atomic_write_text,
                       check_input_file, check_output_dir, json_ready, remove_stale_temps, write_json)
@@ -388,7 +389,8 @@ def _finalize(reader: FaceReader, split: str, d: Path, sig: dict, n: int, size: 
     if soft is not None:
         _save_array(d / "soft_labels.npy", np.asarray(soft, np.float32)[kept])
     report = [f"# {len(skips)} of {n} items of {reader.name}/{split} skipped\n# index\tsource\treason\n"]
-    report += [f"{i}\t{src}\t{reason}\n" for i, src, reason in skips]
+    # tab-separated: open in a spreadsheet without running it
+    report += [f"{i}\t{spreadsheet_safe(src)}\t{spreadsheet_safe(reason)}\n" for i, src, reason in skips]
     atomic_write_text(d / "skipped.txt", "".join(report))
     classes = list(reader.classes)
     valid = labels[labels >= 0]

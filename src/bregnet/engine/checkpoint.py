@@ -205,8 +205,20 @@ class CheckpointMeta:
 
     @classmethod
     def for_model(cls, model: BregNet, labels: list[str], **kwargs: Any) -> "CheckpointMeta":
-        """Metadata for ``model`` (its registry name and constructor arguments)."""
-        name = getattr(model, "model_name", "bregnext50")
+        """Metadata for ``model`` (its registry name and constructor arguments).
+
+        The model must come from :func:`~bregnet.models.create_model` (or carry a registered
+        ``model_name``): the saved name is the one that describes its layout, so that name and
+        arguments rebuild exactly this network. A model without a registry name is a
+        ``ValueError`` (a programming error, never guessed).
+        """
+        from ..models.registry import describing_name, list_models
+
+        name = getattr(model, "model_name", None)
+        if not name or name not in list_models():
+            raise ValueError(f"model {type(model).__name__} has no registry name (model_name={name!r}); "
+                             "build it with bregnet.models.create_model")
+        name = describing_name(name, model)
         if model.num_classes and len(labels) != model.num_classes:
             raise ValueError(f"{len(labels)} label names for a model with {model.num_classes} classes")
         return cls(model_name=name, model_args=dict(model.config), labels=list(labels),

@@ -139,8 +139,9 @@ def run_ablation(base_recipe: str, out_dir: str | Path, depths: Sequence[int] = 
         n = (depth - 2) // (2 * n_stages)
         registered = base_stages is None and depth in (32, 56, 110) and widths == [32, 64, 128]
         args = {} if registered else {**base_args, "stages": [[n, w] for w in widths], "stem_width": widths[0]}
-        cfg["model"] = {"name": f"{family}{depth if registered else 32}", "shortcut": FAMILIES[family],
-                        "args": args}
+        # a registered name only for its own layout; any other layout is the family's custom model
+        cfg["model"] = {"name": f"{family}{depth}" if registered else f"{family}_custom",
+                        "shortcut": FAMILIES[family], "args": args}
         cfg["train"]["weighting"] = weighting
         cfg["name"] = name
         validate(cfg)

@@ -26,12 +26,11 @@ from ..losses import build_loss
 from ..models import create_model, split_outputs
 from ..preprocess import Preprocess
 from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from .config import select_metric_direction
 from .distributed import all_reduce_mean, barrier, setup_distributed
 from .evaluate import evaluate_split
 
 __all__ = ["Trainer", "TrainingDiverged", "staircase_lr"]
-
-LOWER_IS_BETTER = ("rmse", "loss")
 
 
 class TrainingDiverged(BregnetError):
@@ -154,7 +153,20 @@ class Trainer:
             label_smoothing=float(t["label_smoothing"]),
         ).to(self.device)
         self.select_metric = t["select_metric"] or ("va_ccc_mean" if self.task == "dimensional" else "accuracy")
-        self.select_lower = self.select_metric.endswith(LOWER_IS_BETTER)
+        self.select_higher = select_metric_direction(self.select_metric, self.task)  # from the metrics table
+        self.use_soft_labels = self._soft_labels_wanted()
+
+    def _soft_labels_wanted(self) -> bool:
+        """``train.soft_labels``: auto uses the training set's label distributions when it has
+        them (FERPlus votes); true requires them. Validation always scores the hard labels."""
+        wanted = self.tcfg.get("soft_labels", "auto")
+        if self.task == "dimensional" or wanted is False:
+            return False
+        has = self.train_ds.has_soft_labels
+        if wanted is True and not has:
+            raise ConfigError(f"train.soft_labels=true but {self.train_ds.name}/{self.train_ds.split} has no "
+                              f"label distributions over its {len(self.classes)} classes")
+        return has
 
     # ------------------------------------------------------------------ batches
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -367,13 +379,16 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         va = va.to(self.device, non_blocking=True)
+        # the loss gets (B, K) label distributions with train.soft_labels; accuracy the hard labels
+        targets = self.train_ds.soft_batch(idx).to(self.device, non_blocking=True) \
+            if self.use_soft_labels else labels
         x = self.preprocess.normalize(self._augment(images))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with ctx:
             out = self.net(x)
-            loss = self.loss_fn(out, labels, va)
+            loss = self.loss_fn(out, targets, va)
         if not torch.isfinite(loss.detach()).all():
             raise TrainingDiverged(
                 f"loss became {loss.item()} at step {self.step} (epoch {self.epoch + 1}); stopped. "
@@ -423,14 +438,16 @@ class Trainer:
             value = metrics.get(self.select_metric)
             if value is not None and math.isfinite(value):
                 better = (self.best_value is None or
-                          (value < self.best_value if self.select_lower else value > self.best_value))
+                          (value > self.best_value if self.select_higher else value < self.best_value))
                 if better:
                     self.best_value, self.best_epoch, improved = float(value), self.epoch, True
-        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        if self.val_ds is not None:  # without validation there is nothing to stop early on
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
         self.history.append(row)
         if self.dist.is_main:
             self._write_history()
-            if improved or self.val_ds is None:
+            # until the selection metric has had a finite value, the latest model stands as best
+            if improved or self.val_ds is None or self.best_epoch is None:
                 save_checkpoint(self.out_dir / "best.safetensors", self.model, self.meta(row))
             self.save_last()
             if self.progress:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..csvsafe import spreadsheet_safe_row
 from ..errors import OutputError, UsageError
 from .results import FrameResult, record_columns
 
@@ -83,14 +84,16 @@ class RecordWriter:
 
 
 class CsvWriter(RecordWriter):
-    """CSV with a header row; missing values are empty cells."""
+    """CSV with a header row; missing values are empty cells. Text cells that a spreadsheet would
+    run as a formula (a label or source starting with ``=``, ``+``, ``-``, ``@``...) get a leading
+    ``'`` (:mod:`bregnet.csvsafe`); numbers are written as numbers."""
 
     def _start(self) -> None:
         self._csv = csv.writer(self._fh, lineterminator="\n")
-        self._csv.writerow(self.columns)
+        self._csv.writerow(spreadsheet_safe_row(self.columns))
 
     def _row(self, rec: dict[str, Any]) -> None:
-        self._csv.writerow(["" if rec[c] is None else rec[c] for c in self.columns])
+        self._csv.writerow(spreadsheet_safe_row("" if rec[c] is None else rec[c] for c in self.columns))
 
 
 class JsonlWriter(RecordWriter):

@@ -48,6 +48,7 @@ __all__ = [
     "CATEGORICAL_LABEL_METRICS",
     "CATEGORICAL_SCORE_METRICS",
     "DIMENSIONAL_METRICS",
+    "HIGHER_IS_BETTER",
     "METRICS",
     "MetricWarning",
     "accuracy",
@@ -64,6 +65,7 @@ __all__ = [
     "expected_calibration_error",
     "f1_macro",
     "f1_weighted",
+    "higher_is_better",
     "krippendorff_alpha_nominal",
     "matthews_corrcoef",
     "pearson",
@@ -76,6 +78,7 @@ __all__ = [
     "roc_auc_ovr",
     "roc_auc_per_class",
     "sagr",
+    "selection_metrics",
 ]
 
 CATEGORICAL_LABEL_METRICS: dict[str, Callable[..., float]] = {
@@ -112,6 +115,65 @@ METRICS: dict[str, Callable[..., float]] = {
 }
 """Every scalar metric by the name it has in the :func:`all_metrics` dict (dimensional ones without
 their ``valence_`` / ``arousal_`` prefix). See the three tables above for each one's inputs."""
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "balanced_accuracy": True,
+    "f1_macro": True,
+    "f1_weighted": True,
+    "precision_macro": True,
+    "recall_macro": True,
+    "kappa": True,
+    "alpha": True,
+    "mcc": True,
+    "auc_roc_macro": True,
+    "auc_pr_macro": True,
+    "rmse": False,
+    "corr": True,
+    "sagr": True,
+    "ccc": True,
+}
+"""The direction of every metric of :data:`METRICS` (same names): True when a larger value is a
+better model. Model selection and early stopping read it through :func:`selection_metrics`."""
+
+LOSS_KEY = "loss"
+"""The training loss on a split, which the trainer adds to the metrics (lower is better)."""
+
+_DIMENSIONS = ("valence", "arousal")
+_DIMENSIONAL_MEANS = {"va_rmse_mean": "rmse", "va_ccc_mean": "ccc"}
+
+
+def selection_metrics(task: str) -> dict[str, bool]:
+    """The scalar keys of :func:`all_metrics` (plus ``loss``) a model of ``task`` can be selected
+    on, each mapped to its direction (True: higher is better).
+
+    ``task`` is ``categorical``, ``dimensional`` or ``multitask`` (both sets).
+    """
+    if task not in ("categorical", "dimensional", "multitask"):
+        raise ValueError(f"unknown task {task!r}")
+    out: dict[str, bool] = {}
+    if task in ("categorical", "multitask"):
+        for name in (*CATEGORICAL_LABEL_METRICS, *CATEGORICAL_SCORE_METRICS):
+            out[name] = HIGHER_IS_BETTER[name]
+    if task in ("dimensional", "multitask"):
+        for dim in _DIMENSIONS:
+            for name in DIMENSIONAL_METRICS:
+                out[f"{dim}_{name}"] = HIGHER_IS_BETTER[name]
+        for key, base in _DIMENSIONAL_MEANS.items():
+            out[key] = HIGHER_IS_BETTER[base]
+    out[LOSS_KEY] = False
+    return out
+
+
+def higher_is_better(key: str, task: str = "multitask") -> bool:
+    """Whether a larger value of metric ``key`` (a key of :func:`selection_metrics`) is better.
+
+    Raises ``KeyError`` for a key that is not a selectable metric of ``task``.
+    """
+    table = selection_metrics(task)
+    if key not in table:
+        raise KeyError(f"{key!r} is not a metric of a {task} model; choose one of {', '.join(table)}")
+    return table[key]
 
 
 def all_metrics(
