@@ -27,6 +27,7 @@ from ..errors import CheckpointError
 from ..fileio import atomic_write
 from ..models import BregNet, create_model
 from ..preprocess import Preprocess
+from ..weights.cache import resolve_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -131,8 +132,9 @@ def _resolve(path: str | os.PathLike) -> Path:
 
 
 def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
-    """Read only the metadata of a checkpoint (fast: the header, not the tensors)."""
-    p = _resolve(path)
+    """Read only the metadata of a checkpoint (fast: the header, not the tensors). ``path`` may
+    also be a downloaded weights name (``bregnet weights list``)."""
+    p = _resolve(resolve_checkpoint(path))
     try:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get("bregnet")
@@ -149,8 +151,9 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                     ) -> tuple[BregNet, CheckpointMeta]:
-    """Rebuild the network from a checkpoint's metadata and load its weights (eval mode)."""
-    p = _resolve(path)
+    """Rebuild the network from a checkpoint's metadata and load its weights (eval mode). ``path``
+    may also be a downloaded weights name (``bregnet weights list``)."""
+    p = _resolve(resolve_checkpoint(path))
     meta = read_metadata(p)
     try:
         model = create_model(meta.model_name, **meta.model_args)

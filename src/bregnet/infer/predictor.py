@@ -150,8 +150,11 @@ class Predictor:
         """Load a ``.safetensors`` checkpoint (or a run folder holding one) or an ``.onnx`` file
         written by ``bregnet export``. ``backend`` is ``torch`` or ``onnx`` (an ``.onnx`` file
         always uses ONNX Runtime; a checkpoint with ``backend="onnx"`` is exported in memory
-        first). Other keyword arguments go to the constructor."""
-        p = Path(path)
+        first). ``path`` may also be a downloaded weights name. Other keyword arguments go to the
+        constructor."""
+        from ..weights.cache import resolve_checkpoint
+
+        p = resolve_checkpoint(path)
         if backend not in ("torch", "onnx"):
             raise BregnetError(f"unknown backend {backend!r}; choose torch or onnx")
         if p.suffix.lower() == ".onnx":
