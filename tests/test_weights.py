@@ -293,6 +293,26 @@ def test_shipped_manifest_equals_the_one_derived_from_the_reference_index():
     assert text == dump_manifest(official_manifest_from_index(REAL_INDEX))  # the tool's output
 
 
+@needs_real_index
+def test_official_entry_fetches_the_real_index_and_refuses_a_forged_data_file(capsys, home):
+    """The official entry end to end up to verification, through --mirror: the real index passes
+    its SHA-256 and manifest checks; a data file of the right size but other bytes is refused."""
+    e = get_weights(OFFICIAL_NAME)
+    index, data = e.source.files
+    srv = FileServer()
+    try:
+        srv.files = {"/m/" + index.path: REAL_INDEX.read_bytes(),
+                     "/m/" + data.path: np.random.default_rng(0).bytes(data.size)}
+        rc, _, err = cli(capsys, "weights", "download", OFFICIAL_NAME, "--mirror", srv.url + "/m",
+                         "--quiet")
+        line = one_line_error(err)
+        assert rc == 2 and "checksum mismatch" in line and "tensor 'BatchNormalization/beta'" in line
+        assert [p for p, _ in srv.log] == ["/m/" + index.path, "/m/" + data.path]
+        assert not is_installed(OFFICIAL_NAME) and cache_files(home) == []
+    finally:
+        srv.close()
+
+
 def test_register_weights_checks_entries(bundle):
     manifest = bundle[2]
     with pytest.raises(UsageError, match="already registered"):
