@@ -183,6 +183,10 @@ def _converted_size(entry: WeightsEntry) -> int:
     return sum(row[5] for row in entry.manifest["tensors"] if not is_skipped_variable(row[0])) + (1 << 20)
 
 
+def _human(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -219,7 +223,7 @@ def _fetch_all(entry: WeightsEntry, staging: Path, mirror: str | None, timeout: 
     with httpx.Client(timeout=limits, follow_redirects=True, headers=headers) as client:
         for f in entry.source.files:
             url = entry.source.url(f, mirror)
-            say(f"fetching {f.name} ({f.size / 1e6:.1f} MB) from {url}")
+            say(f"fetching {f.name} ({_human(f.size)}) from {url}")
             paths[f.name] = _fetch(client, url, staging / f.name, f, entry.name, timeout, retries,
                                    backoff, progress)
     return paths
