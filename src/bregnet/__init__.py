@@ -17,8 +17,10 @@ from ._version import __version__  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .preprocess import PAPER_MEAN, Preprocess  # noqa: E402
 
-__all__ = ["PAPER_MEAN", "Predictor", "Preprocess", "__version__", "create_model", "list_models",
-           "load_checkpoint"]
+__all__ = ["PAPER_MEAN", "Predictor", "Preprocess", "__version__", "create_model", "get_weights",
+           "list_models", "list_weights", "load_checkpoint", "register_weights"]
+
+_WEIGHTS_API = ("get_weights", "list_weights", "register_weights")
 
 
 def __getattr__(name: str) -> Any:
@@ -26,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from .infer.predictor import Predictor
 
         return Predictor
+    if name in _WEIGHTS_API:
+        from . import weights
+
+        return getattr(weights, name)
     if name == "load_checkpoint":
         from .engine.checkpoint import load_checkpoint
 

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "plots (confusion matrix, per-class F1, reliability, valence/arousal).",
         epilog="example: bregnet evaluate runs/fer/best.safetensors --data fer2013 --root data/fer2013 "
                "--split test --out reports/fer-test")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint, a run folder or a downloaded "
+                                      "weights name (bregnet weights list)")
     add_data_args(p)
     p.add_argument("--split", default=None, help="split to score (default: the recipe's test split)")
     p.add_argument("--out", help="report folder (default: <checkpoint folder>/eval-<split>)")

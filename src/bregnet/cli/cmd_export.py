@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Export a checkpoint to ONNX with its metadata and check that "
                                    "ONNX Runtime reproduces the PyTorch outputs.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint, a run folder or a downloaded "
+                                      "weights name (bregnet weights list)")
     p.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
     p.add_argument("--opset", type=int_range(1), default=18,
                    help="ONNX opset (default 18; one the installed exporter supports: torch.export "

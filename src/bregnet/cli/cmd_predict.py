@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Detect faces, crop them as the model was trained (checkpoint metadata) and "
                     "write per-face emotion probabilities and valence/arousal as CSV/JSONL.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .safetensors checkpoint, a run folder, or an exported .onnx")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint, a run folder, an exported .onnx, "
+                                      "or a downloaded weights name (bregnet weights list)")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files, folders (searched recursively) and video files")
     p.add_argument("--webcam", type=non_negative_int, metavar="INDEX", help="read from this camera (0, 1, ...)")

@@ -36,6 +36,7 @@ from ..fileio import atomic_write, atomic_write_text, check_input_file, json_tex
 from ..limits import MAX_CLASSES, MAX_CROP_SIDE, MAX_METADATA_BYTES
 from ..models import BregNet, create_model
 from ..preprocess import CropPolicy, Preprocess
+from ..weights.cache import resolve_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -268,8 +269,9 @@ def _check_header(p: Path) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
-    """Read only the metadata of a checkpoint (fast: the header, not the tensors), validated."""
-    p = _resolve(path)
+    """Read only the metadata of a checkpoint (fast: the header, not the tensors), validated.
+    ``path`` may also be a downloaded weights name (``bregnet weights list``)."""
+    p = _resolve(resolve_checkpoint(path))
     _check_header(p)
     try:
         with safe_open(str(p), framework="pt") as f:
@@ -298,8 +300,9 @@ def build_model(meta: CheckpointMeta, where: str = "checkpoint") -> BregNet:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                     ) -> tuple[BregNet, CheckpointMeta]:
-    """Rebuild the network from a checkpoint's metadata and load its weights (eval mode)."""
-    p = _resolve(path)
+    """Rebuild the network from a checkpoint's metadata and load its weights (eval mode). ``path``
+    may also be a downloaded weights name (``bregnet weights list``)."""
+    p = _resolve(resolve_checkpoint(path))
     meta = read_metadata(p)
     model = build_model(meta, f"checkpoint {p}")
     try:

@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -267,13 +267,19 @@ def _output_path(out: str | os.PathLike) -> Path:
 
 def convert_tf_checkpoint(prefix: str | os.PathLike, out: str | os.PathLike,
                           labels: Sequence[str] | None = None, verify: bool = True,
+                          preprocess: Preprocess | None = None,
+                          source_facts: Mapping[str, Any] | None = None,
+                          extra: Mapping[str, Any] | None = None,
                           ) -> tuple[Path, ConversionReport]:
     """Convert the official TF checkpoint at ``prefix`` and save it as a bregnet checkpoint.
 
     ``prefix`` may be the prefix, its ``.index`` file, its data shard or their directory. ``out``
     is a ``.safetensors`` path or a directory (which gets ``model.safetensors``). ``labels``
-    defaults to AffectNet's 8 categories in the official order. The output path is checked
-    before the conversion starts. Returns the written path.
+    defaults to AffectNet's 8 categories in the official order. ``preprocess`` (default: the
+    official preprocessing) is stored as the checkpoint's; ``source_facts`` updates the recorded
+    ``converted_from`` facts (commit, URLs, ...) and ``extra`` adds metadata keys (both used by
+    ``bregnet weights download``). The output path is checked before the conversion starts.
+    Returns the written path.
     """
     path = check_output_file(_output_path(out), what="checkpoint")
     bundle = TensorBundle(prefix)
@@ -297,13 +303,14 @@ def convert_tf_checkpoint(prefix: str | os.PathLike, out: str | os.PathLike,
         "variables_skipped": len(report.skipped),
         "checksums_verified": bool(verify),
     })
+    source.update(source_facts or {})
     meta = CheckpointMeta.for_model(
         model, labels,
-        preprocess=Preprocess(),
+        preprocess=preprocess or Preprocess(),
         dataset={"name": "AffectNet", "task": "categorical", "labels": "AffectNet 8 categories"},
         recipe={"name": "official", "note": "trained by the BReG-NeXt authors (TensorFlow/tflearn)"},
         extra={"converted_from": source, "bn_epsilon": TFLEARN_BN_EPSILON,
-               "tf_same_padding": True},
+               "tf_same_padding": True, **(extra or {})},
     )
     save_checkpoint(path, model, meta)
     report.output = str(path)

@@ -152,11 +152,13 @@ class Predictor:
         """Load a ``.safetensors`` checkpoint (or a run folder holding one) or an ``.onnx`` file
         written by ``bregnet export``. ``backend`` is ``torch`` or ``onnx`` (an ``.onnx`` file
         always uses ONNX Runtime; a checkpoint with ``backend="onnx"`` is exported in memory
-        first). ``device`` and ``threads`` are checked before the model is loaded
-        (:func:`bregnet.device.resolve_device`). Other keyword arguments go to the constructor."""
+        first). ``path`` may also be a downloaded weights name. ``device`` and ``threads`` are
+        checked before the model is loaded (:func:`bregnet.device.resolve_device`). Other keyword
+        arguments go to the constructor."""
         from ..device import resolve_device
+        from ..weights.cache import resolve_checkpoint
 
-        p = Path(path)
+        p = resolve_checkpoint(path)
         if backend not in ("torch", "onnx"):
             raise UsageError(f"unknown backend {backend!r}; choose torch or onnx")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Callable
 
 from ..errors import UsageError
@@ -142,21 +143,32 @@ def model_info(name: str) -> str:
 
 def create_model(
     name: str,
-    num_classes: int = 8,
+    num_classes: int | None = None,
     shortcut: str | None = None,
-    va: bool = False,
+    va: bool | None = None,
+    pretrained: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> BregNet:
     """Build a registered network.
 
     ``shortcut`` overrides the family's mapping (identity | arctan | tanh | softsign | adaptive);
-    ``va=True`` adds the valence/arousal head; ``num_classes=0`` with ``va=True`` is dimensional only.
+    ``va=True`` adds the valence/arousal head; ``num_classes=0`` with ``va=True`` is dimensional only
+    (defaults: 8 classes, no va head). ``pretrained`` (a weights name such as
+    ``"bregnext50.affectnet"``, or a checkpoint path) loads those weights, whose arguments then
+    apply (any given here must agree); nothing is downloaded (``bregnet weights download``).
     An unknown name or argument, or one out of range, is a :class:`~bregnet.errors.UsageError`;
     a network over the size limits a :class:`~bregnet.errors.LimitError`, raised before any
     tensor is allocated.
     The model's ``model_name`` is :func:`describing_name`: ``name``, or ``{family}_custom`` when
     ``overrides`` change the layout, so that the name and ``model.config`` always rebuild it.
     """
+    if pretrained is not None:
+        from ..weights import load_pretrained
+
+        return load_pretrained(name, pretrained, num_classes=num_classes, shortcut=shortcut, va=va,
+                               **overrides)
+    num_classes = 8 if num_classes is None else num_classes
+    va = bool(va)
     if not isinstance(name, str) or name not in _REGISTRY:
         raise UsageError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if shortcut is not None:
