@@ -21,7 +21,7 @@ from ..errors import BregnetError
 # sets ``func=run`` where ``run(args) -> int``.
 COMMANDS = (
     "demo", "train", "evaluate", "predict", "export", "convert-tf", "gradients",
-    "experiment", "prepare", "models",
+    "experiment", "prepare", "models", "serve",
 )
 
 
