@@ -296,6 +296,11 @@ def test_bad_requests(client):
     r = client.post("/v1/predict", content=body,
                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 400 and "no file" in r.json()["error"]
+    many = "".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nx\r\n"
+                   for i in range(20)) + f"--{boundary}--\r\n"
+    r = client.post("/v1/predict", content=many.encode(),
+                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 400 and "parts" in r.json()["error"]
     r = client.post("/v1/predict", content=b"garbage without boundaries",
                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 400

@@ -95,6 +95,9 @@ def test_sigterm_finishes_the_stream_in_flight(ckpt, tmp_path):
                 pass
             assert time.monotonic() < t_end and proc.poll() is None, "server did not start"
             time.sleep(0.1)
+        model = httpx.get(url + "/v1/model", headers={"Authorization": "Bearer k"}).json()
+        assert model["source"] == {"kind": "checkpoint", "name": ckpt.name}
+        assert httpx.get(url + "/v1/model").status_code == 401     # the key from the environment
         records = []
         with httpx.stream("POST", url + "/v1/predict/video", content=video.read_bytes(),
                           headers={"Authorization": "Bearer k"}, timeout=60) as r:
