@@ -85,8 +85,9 @@ def fuzz_cases(n: int, seed: int = 0) -> list[tuple[str, str, bytes, dict[str, s
     rng = random.Random(seed)
     a = np.ascontiguousarray(data.astronaut()[:160, 160:320])
     seeds = {ext: _encode(a, ext) for ext in (".jpg", ".png", ".bmp", ".tiff")}
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="GIF")

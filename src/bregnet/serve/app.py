@@ -45,8 +45,8 @@ from ..errors import BregnetError
 from ..infer.detect import Detection, FaceDetector, make_detector
 from ..infer.predictor import Predictor
 from .batching import Batcher, QueueFull
-from .limits import VIDEO_CONTAINERS, HTTPError, Limits, Upload, receive_upload, sniff_image, \
-    sniff_video
+from .limits import VIDEO_CONTAINERS, HTTPError, Limits, Upload, receive_upload, sniff_image, sniff_video
+from .memory import MemoryTrimmer
 from .metrics import MetricsMiddleware, ServiceMetrics
 
 __all__ = ["ServeSettings", "create_app"]
@@ -180,7 +180,8 @@ class _Service:
         self.has_va = bool(predictor.has_va)
         self.batcher = Batcher(predictor.predict_crops, max_batch=settings.max_batch,
                                max_wait_s=settings.max_wait_ms / 1000.0,
-                               max_queue=settings.max_queue, setup=self._model_thread_setup)
+                               max_queue=settings.max_queue, setup=self._model_thread_setup,
+                               on_idle=MemoryTrimmer())
         self.metrics = ServiceMetrics(lambda: self.batcher.queued, settings.max_queue)
         self.batcher.on_batch = self.metrics.observe_batch
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None

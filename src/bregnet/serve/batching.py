@@ -49,7 +49,7 @@ class Batcher:
     predictor splits it by its own ``batch_size``). ``max_wait_s``: how long the oldest job may wait
     for company. ``max_queue``: jobs waiting at most. ``on_batch(faces, seconds)`` is called after
     each model call (metrics); ``setup()`` runs once in the worker thread before the first job
-    (thread settings, a warm-up call).
+    (thread settings, a warm-up call); ``on_idle()`` after a batch that left the queue empty.
     """
 
     def __init__(
@@ -60,6 +60,7 @@ class Batcher:
         max_queue: int = 64,
         on_batch: Callable[[int, float], None] | None = None,
         setup: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_s >= 0")
@@ -68,6 +69,7 @@ class Batcher:
         self.max_wait_s = float(max_wait_s)
         self.max_queue = int(max_queue)
         self.on_batch = on_batch
+        self.on_idle = on_idle
         self._setup = setup
         self._queue: queue.Queue = queue.Queue(maxsize=self.max_queue)
         self._thread: threading.Thread | None = None
@@ -169,6 +171,11 @@ class Batcher:
                     n += len(nxt.crops)
             if batch:
                 self._run_batch(batch, n)
+            if self.on_idle is not None and carry is None and self._queue.empty():
+                try:
+                    self.on_idle()
+                except Exception:  # noqa: BLE001 - housekeeping must not break serving
+                    log.exception("idle callback failed")
             if stop:
                 # everything queued before the stop has been taken; run the one held over
                 if carry is not None and carry.future.set_running_or_notify_cancel():

@@ -30,8 +30,14 @@ class ServiceMetrics:
     """The service's counters and histograms; :meth:`render` gives the text exposition."""
 
     def __init__(self, queue_length: Callable[[], float], queue_capacity: int) -> None:
-        from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                                       PlatformCollector, ProcessCollector)
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
