@@ -23,7 +23,7 @@ from ..errors import BregnetError
 # sets ``func=run`` where ``run(args) -> int``.
 COMMANDS = (
     "demo", "train", "evaluate", "predict", "export", "convert-tf", "gradients",
-    "experiment", "prepare", "models", "weights",
+    "experiment", "prepare", "models", "weights", "serve",
 )
 
 

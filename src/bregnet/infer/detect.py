@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,73 @@ class FaceDetector:
                 f"max_side={self.max_side})")
 
 
+class _FaceDetectCNN:
+    """libfacedetection's ``facedetect_cnn`` called directly (ctypes) from the library that
+    ``yuface`` ships, with one reusable result buffer per thread.
+
+    ``yuface.c_detect`` allocates libfacedetection's 36,864-byte result buffer on every call and
+    never frees it (measured: +36 KB of resident memory per call, whatever the image), and holds
+    Python's GIL while the network runs. The same function called through ctypes leaks nothing and
+    releases the GIL, so detections in several threads (``bregnet serve``) run in parallel. The
+    rows are the same as ``c_detect``'s. ``get()`` is None when the library or its symbol is not
+    found (another platform's wheel); the caller then falls back to ``c_detect``.
+    """
+
+    BUFFER_BYTES = 0x9000          # DETECT_BUFFER_SIZE of libfacedetection's examples
+    _instance: "_FaceDetectCNN | None | bool" = False
+    _lock = threading.Lock()
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+        self._local = threading.local()
+        self._warm = False
+
+    @classmethod
+    def get(cls) -> "_FaceDetectCNN | None":
+        if cls._instance is False:
+            with cls._lock:
+                if cls._instance is False:
+                    cls._instance = cls._load()
+        return cls._instance  # type: ignore[return-value]
+
+    @classmethod
+    def _load(cls) -> "_FaceDetectCNN | None":
+        import ctypes
+
+        try:
+            import yuface
+        except ImportError:  # pragma: no cover - yuface is a core dependency
+            return None
+        folder = Path(yuface.__file__).parent
+        for lib in sorted(folder.glob("libfacedetection*.so*"), key=lambda p: -len(p.name)):
+            try:
+                fn = ctypes.CDLL(str(lib))._Z14facedetect_cnnPhS_iii
+            except (OSError, AttributeError):
+                continue
+            fn.restype = ctypes.POINTER(ctypes.c_int)
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                           ctypes.c_int]
+            return cls(fn)
+        return None
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        """``(N, 16)`` int16 rows for a contiguous BGR uint8 image."""
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = np.zeros(self.BUFFER_BYTES, np.uint8)
+        h, w = bgr.shape[:2]
+        args = (buf.ctypes.data, bgr.ctypes.data, int(w), int(h), int(bgr.strides[0]))
+        if not self._warm:
+            with self._lock:    # the first call initialises the network's weights
+                result = self._fn(*args)
+                self._warm = True
+        else:
+            result = self._fn(*args)
+        n = int(result[0]) if result else 0
+        n = max(0, min(n, (self.BUFFER_BYTES - 4) // 32))
+        return buf[4:4 + 32 * n].view(np.int16).reshape(n, 16).copy()
+
+
 def _with_omp_threads(n: int | None, fn, *args):
     """Run ``fn(*args)`` with the OpenMP thread count set to ``n`` for the calling thread.
 
@@ -162,7 +230,7 @@ class YuNetDetector(FaceDetector):
             import yuface
         except ImportError as exc:  # pragma: no cover - yuface is a core dependency
             raise UsageError(f"the yunet detector needs the 'yuface' package ({exc})") from None
-        self._detect_raw = yuface.c_detect
+        self._detect_raw = _FaceDetectCNN.get() or yuface.c_detect
 
     def _detect(self, rgb: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
