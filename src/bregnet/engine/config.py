@@ -59,8 +59,8 @@ DEFAULTS: dict[str, Any] = {
         "balanced_sampler": False,
         "select_metric": None,  # None: accuracy (categorical) or va_ccc_mean (dimensional)
         "early_stopping": None,  # patience in epochs
-        "amp": "auto",          # auto | bf16 | fp16 | off  (CUDA only)
-        "channels_last": "auto",
+        "amp": "auto",          # auto | bf16 | fp16 | off  (auto: bf16 where the GPU or CPU has it)
+        "channels_last": "auto",  # auto | true | false  (auto: see engine/precision.py)
         "compile": False,
         "sync_bn": False,
         "seed": 0,
@@ -178,6 +178,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     for key, allowed in choices.items():
         if t[key] not in allowed:
             raise BregnetError(f"train.{key} must be one of {', '.join(allowed)}, got {t[key]!r}")
+    if t["channels_last"] != "auto" and not isinstance(t["channels_last"], bool):
+        raise BregnetError(f"train.channels_last must be auto, true or false, got {t['channels_last']!r}")
     return cfg
 
 
