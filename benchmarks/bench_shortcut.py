@@ -11,7 +11,12 @@ without a C++ compiler runs).
 
     python benchmarks/bench_shortcut.py [--rounds 5] [--iters 2] [--batch 64] [--threads N]
         [--device cpu|cuda] [--shortcuts identity arctan adaptive adaptive-eager]
-        [--precisions fp32 bf16] [--formats nchw nhwc] [--cpu-time]
+        [--precisions fp32 bf16] [--formats nchw nhwc] [--cpu-time] [--profile]
+
+``--profile`` also runs one training step of every variant under ``torch.profiler`` and prints
+where its time goes (convolutions, batch norm, ELU, the shortcut's fused kernels and their Python
+wrapper, ...): the shortcut's share of a step measured inside one step, which machine noise
+moves far less than the ratio of two timings.
 """
 
 from __future__ import annotations
@@ -28,6 +33,32 @@ from bregnet.models import _fused, create_model
 
 CLOCK = time.perf_counter
 FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+# profiler event name (prefix) -> category, first match wins
+CATEGORIES = [
+    ("## Call CompiledFxGraph", "shortcut: fused kernels"),
+    ("_AdaptiveArctanFn", "shortcut: autograd function (Python)"),
+    ("Torch-Compiled Region", "shortcut: dynamo call overhead"),
+    ("TorchDynamo Cache Lookup", "shortcut: dynamo call overhead"),
+    ("Pregraph bytecode", "shortcut: dynamo call overhead"),
+    ("aten::atan", "eager shortcut ops (atan, ...)"),
+    ("aten::where", "eager shortcut ops (atan, ...)"),
+    ("aten::dot", "eager shortcut ops (atan, ...)"),
+    ("aten::reciprocal", "eager shortcut ops (atan, ...)"),
+    ("aten::addcmul", "eager shortcut ops (atan, ...)"),
+    ("aten::convolution_backward", "convolutions"),
+    ("aten::mkldnn_convolution", "convolutions"),
+    ("aten::_convolution", "convolutions"),
+    ("aten::cudnn_convolution", "convolutions"),
+    ("aten::native_batch_norm", "batch norm"),
+    ("aten::cudnn_batch_norm", "batch norm"),
+    ("aten::elu", "ELU"),
+    ("aten::add", "adds (residual, gradient accumulation)"),
+    ("aten::mul", "other element-wise"),
+    ("aten::sub", "other element-wise"),
+    ("aten::avg_pool2d", "pooling"),
+    ("Optimizer", "optimiser"),
+    ("aten::_foreach", "optimiser"),
+]
 
 
 def timed(fn, device: str) -> float:
@@ -53,6 +84,7 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     ap.add_argument("--formats", nargs="+", default=["nchw"], choices=list(FORMATS))
     ap.add_argument("--skip-forward", action="store_true", help="time training steps only")
+    ap.add_argument("--profile", action="store_true", help="where one training step's time goes")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the process's CPU time instead of the wall clock: steadier on "
                          "a machine shared with other jobs (use with --threads 1)")
@@ -135,6 +167,8 @@ def main() -> None:
         f_ips = f"{med(fwd[v]):.1f}" if fwd[v] else "-"
         print(f"{v[0]:<15} {v[1]:<5} {v[2]:<5} {f_ips:>10} {med(trn[v]):>12.1f} {cost(fwd, v):>9} "
               f"{cost(trn, v):>10} {speedup(fwd, v):>6} {speedup(trn, v):>8}")
+    if args.profile:
+        profile_steps(variants, train_step)
     print("cost = median over rounds of identity img/s / variant img/s - 1 (same precision, format); "
           "x = speed-up over fp32 nchw")
     for v in variants:  # the spread of the paired ratios says how far to trust the medians
@@ -145,6 +179,25 @@ def main() -> None:
             if fwd[v]:
                 print(f"  fwd cost per round,   {' '.join(v)}: "
                       + " ".join(f"{b / a - 1:+.1%}" for a, b in zip(fwd[v], fwd[base])))
+
+
+def profile_steps(variants: list, train_step) -> None:
+    """One training step of each variant under the profiler: self time by category."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    for v in variants:
+        with profile(activities=acts) as prof:
+            train_step(*v)
+        totals: dict = {}
+        for ev in prof.key_averages():
+            cat = next((c for prefix, c in CATEGORIES if ev.key.startswith(prefix)), "other")
+            totals[cat] = totals.get(cat, 0.0) + ev.self_cpu_time_total / 1e3
+        _fused.set_fused(None)
+        whole = sum(totals.values())
+        parts = ", ".join(f"{c} {ms:.0f} ms ({ms / whole:.1%})" for c, ms in
+                          sorted(totals.items(), key=lambda kv: -kv[1]))
+        print(f"profile {' '.join(v)}: step {whole:.0f} ms CPU: {parts}")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def test_fused_forward_equals_torch_atan_over_the_whole_float_range():
     assert torch.equal(got[~finite & ~torch.isnan(x)], torch.atan(x[~finite & ~torch.isnan(x)]))
     assert torch.equal(torch.signbit(got[x == 0]), torch.signbit(x[x == 0]))  # -0.0 stays -0.0
     ulp = (got[finite].view(torch.int32).long() - expected[finite].view(torch.int32).long()).abs()
-    assert ulp.max().item() <= 2, ulp.max()
+    assert ulp.max().item() <= 1, ulp.max()  # from the rounded reference (real error: <= 1.4 ulp)
     # and the same as eager torch.atan to within its own error
     assert (got[finite] - torch.atan(x[finite])).abs().max().item() <= 2.5e-7
 

@@ -3,10 +3,12 @@
 * CUDA: ``auto`` is bfloat16 autocast where the GPU supports it, else float16 (with a gradient
   scaler); channels-last is on.
 * CPU: ``auto`` is bfloat16 autocast where the processor computes bfloat16 natively (AVX512-BF16
-  or AMX-BF16: oneDNN's bf16 convolutions then run about twice as fast as float32, see
-  BENCHMARKS.md, "CPU precision and memory format"), else float32; float16 is refused (no CPU
-  gradient scaling here, and no speed to gain). Channels-last (``auto``) follows the same
-  measurement: on where the bf16 path is used, where it helps oneDNN most.
+  or AMX-BF16), else float32; float16 is refused (no CPU gradient scaling here, nothing to gain).
+  On the dev CPU (AMD EPYC with AVX512-BF16) bf16 trained bregnext50 about 1.8-2x and the demo
+  model about 1.3x faster than float32, to the same accuracy within one-seed noise
+  (BENCHMARKS.md, "CPU precision and memory format"). Channels-last (``auto``) is used where it
+  measured faster there: with float32 (bregnext50 +10%, the demo level), not with bf16 (the demo
+  7% slower, bregnext50 level).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
 
 # train.channels_last=auto on the CPU, by autocast dtype (None: float32): where it measured
 # faster on the dev CPU (BENCHMARKS.md, "CPU precision and memory format").
-CPU_CHANNELS_LAST: dict[torch.dtype | None, bool] = {None: True, torch.bfloat16: True}
+CPU_CHANNELS_LAST: dict[torch.dtype | None, bool] = {None: True, torch.bfloat16: False}
 
 
 def resolve_channels_last(setting: str | bool, device: torch.device,

@@ -19,8 +19,8 @@ compiler, unsupported platform), which prints a one-line notice once per process
 
 Compilation happens on the first large call, once per process and dtype; inductor caches the
 generated code on disk (``TORCHINDUCTOR_CACHE_DIR``, by default under the system's temp folder),
-so it costs about 13 s the first time on a machine and about 2.5 s in later processes (2-core
-dev VM, torch 2.13 CPU).
+so the first training step costs about 21 s the first time on a machine and 2.5-6 s in later
+processes, against 1.2 s eagerly (2-core dev VM, torch 2.13 CPU; BENCHMARKS.md).
 """
 
 from __future__ import annotations
