@@ -1,18 +1,27 @@
-"""Training throughput (images/s) through the real Trainer: data gather from the in-memory
+"""Training throughput (images/s) through the real Trainer step: batch gather from the in-memory
 arrays, the paper's augmentation, normalisation, forward, backward, Adam step.
 
-CPU:  python benchmarks/bench_train.py --models bregnext50 demo --steps 6
-GPU:  python benchmarks/bench_train.py --device cuda --models bregnext50 --steps 200 \
+Every (model, variant, batch) gets its own Trainer; timed rounds of ``--steps`` steps alternate
+between them so that machine noise hits all alike, and the median round is reported, with the
+speed-up over the first variant of the same model and batch.
+
+CPU:  python benchmarks/bench_train.py --models bregnext50 resnet-layout50 demo \
+          --variants fp32 fp32+cl bf16 bf16+cl --steps 2 --rounds 3
+GPU:  python benchmarks/bench_train.py --device cuda --models bregnext50 --steps 50 \
           --variants fp32 amp amp+cl amp+cl+compile --batch 64 256
 
-Also prints forward FLOPs per image (counted with torch's FlopCounterMode) and, on a GPU with
---peak-tflops, the fraction of the GPU's peak that the training step reaches
-(training ~ 3x forward FLOPs).
+``amp`` is ``train.amp=auto`` (bf16 on a GPU that has it, else fp16; bf16 on a CPU with
+AVX512-BF16/AMX, else fp32); ``bf16`` forces it; ``+cl`` is channels-last, ``+compile`` the whole
+model under ``torch.compile``. Also prints forward FLOPs per image (torch's FlopCounterMode) and,
+with --peak-tflops, the fraction of the device's peak the training step reaches (training ~ 3x
+forward FLOPs).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import tempfile
 import time
 
 import torch
@@ -23,72 +32,113 @@ from bregnet.engine.config import load_config
 from bregnet.engine.trainer import Trainer
 from bregnet.models import create_model
 
+# (recipe, overrides): bregnext50 from the defaults (the paper's layout), the demo's own model
 MODELS = {
-    "bregnext50": ["model.name=bregnext50"],
-    "resnet-layout50": ["model.name=bregnext50", "model.shortcut=identity"],
-    "demo": ["model.name=bregnext32", "model.args={stages: [[1, 16], [1, 32], [1, 64]], stem_width: 16}"],
+    "bregnext50": (None, ["model.name=bregnext50", "task=categorical"]),
+    "resnet-layout50": (None, ["model.name=bregnext50", "model.shortcut=identity", "task=categorical"]),
+    "demo": ("demo", []),  # 4 units, widths 16-128, stride-2 stem, multi-task
+    "demo-identity": ("demo", ["model.shortcut=identity"]),
 }
 VARIANTS = {
     "fp32": ["train.amp=off", "train.channels_last=false"],
+    "fp32+cl": ["train.amp=off", "train.channels_last=true"],
+    "bf16": ["train.amp=bf16", "train.channels_last=false"],
+    "bf16+cl": ["train.amp=bf16", "train.channels_last=true"],
+    "auto": ["train.amp=auto", "train.channels_last=auto"],  # what a plain run uses here
     "amp": ["train.amp=auto", "train.channels_last=false"],
     "amp+cl": ["train.amp=auto", "train.channels_last=true"],
     "amp+cl+compile": ["train.amp=auto", "train.channels_last=true", "train.compile=true"],
 }
 
 
-def forward_flops(overrides: list[str]) -> float:
-    cfg = load_config("demo", overrides)
+def config(model_key: str, variant: str, batch: int) -> dict:
+    recipe, overrides = MODELS[model_key]
+    items = [*overrides, *VARIANTS[variant], "train.max_time_s=null", f"train.batch_size={batch}",
+             "train.log_tensorboard=false", "data.name=synthetic"]
+    return load_config(recipe, items)
+
+
+def forward_flops(cfg: dict) -> float:
     model = create_model(cfg["model"]["name"], num_classes=8, shortcut=cfg["model"]["shortcut"],
-                         **cfg["model"]["args"]).eval()
+                         va=cfg["task"] != "categorical", **cfg["model"]["args"]).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 3, 64, 64))
     return float(counter.get_total_flops())
 
 
-def bench(model_key: str, variant: str, batch: int, steps: int, warmup: int, device: str,
-          data) -> float:
-    items = [*MODELS[model_key], *VARIANTS[variant], "task=categorical", "train.max_time_s=null",
-             f"train.batch_size={batch}", "train.epochs=1000000", "train.log_tensorboard=false",
-             "data.name=synthetic"]
-    cfg = load_config("demo", items)
-    trainer = Trainer(cfg, "/tmp/bregnet-bench-train", data, None, device=device, progress=False)
-    trainer.tcfg["max_steps"] = warmup
-    trainer.fit()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    trainer.tcfg["max_steps"] = warmup + steps
-    trainer.fit()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description="training throughput through the Trainer")
     ap.add_argument("--models", nargs="+", default=["bregnext50", "demo"], choices=list(MODELS))
-    ap.add_argument("--variants", nargs="+", default=["fp32"], choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=["fp32", "auto"], choices=list(VARIANTS))
     ap.add_argument("--batch", nargs="+", type=int, default=[64])
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4, help="training steps per timed round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process's CPU time instead of the wall clock: steadier on "
+                         "a machine shared with other jobs (use with --threads 1)")
     ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="the device's dense peak for the dtype used (e.g. 989 for H100 SXM bf16)")
+                    help="the device's dense peak for the dtype used (e.g. 989 for H100/H200 bf16)")
     args = ap.parse_args()
-    n = max(args.batch) * (args.steps + args.warmup + 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    n = max(args.batch) * max(args.steps, args.warmup)
     data = make_synthetic(min(n, 4096), seed=0, imbalance="none")
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"device={dev_name} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"{'model':<16} {'variant':<16} {'batch':>5} {'img/s':>9} {'GFLOP/img fwd':>14} {'% peak':>7}")
-    for model_key in args.models:
-        flops = forward_flops(MODELS[model_key])
-        for variant in args.variants:
-            for batch in args.batch:
-                ips = bench(model_key, variant, batch, args.steps, args.warmup, args.device, data)
-                frac = (f"{100 * ips * 3 * flops / (args.peak_tflops * 1e12):.1f}"
-                        if args.peak_tflops else "-")
-                print(f"{model_key:<16} {variant:<16} {batch:>5} {ips:>9.1f} {flops / 1e9:>14.3f} {frac:>7}",
-                      flush=True)
+    print(f"device={dev_name} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"steps/round={args.steps} rounds={args.rounds} clock={'cpu' if args.cpu_time else 'wall'}")
+    keys = [(m, v, b) for m in args.models for b in args.batch for v in args.variants]
+    trainers, order, flops, step_no = {}, {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="bregnet-bench-train-") as tmp:
+        for key in keys:
+            cfg = config(*key)
+            flops.setdefault(key[0], forward_flops(cfg))
+            tr = Trainer(cfg, f"{tmp}/{'-'.join(map(str, key))}", data, None, device=args.device,
+                         progress=False)
+            trainers[key] = tr
+            order[key] = tr.epoch_order(0)
+            step_no[key] = 0
+
+        def run(key, steps: int) -> None:
+            tr, bsz = trainers[key], key[2]
+            tr.net.train()
+            for _ in range(steps):
+                start = (step_no[key] * bsz) % max(1, len(order[key]) - bsz + 1)
+                tr._train_step(order[key][start:start + bsz])
+                step_no[key] += 1
+
+        def sync() -> None:
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        t0 = time.perf_counter()
+        for key in keys:
+            run(key, args.warmup)
+        sync()
+        print(f"warm-up {time.perf_counter() - t0:.1f} s (includes compiling kernels)")
+        times: dict = {k: [] for k in keys}
+        for _ in range(args.rounds):
+            for key in keys:
+                sync()
+                t1 = clock()
+                run(key, args.steps)
+                sync()
+                times[key].append(args.steps * key[2] / (clock() - t1))
+    print(f"{'model':<16} {'variant':<15} {'batch':>5} {'img/s':>8} {'x first':>8} "
+          f"{'GFLOP/img fwd':>14} {'% peak':>7}  resolved")
+    for key in keys:
+        m, v, b = key
+        ips = statistics.median(times[key])
+        first = (m, args.variants[0], b)
+        ratio = statistics.median(a / c for a, c in zip(times[key], times[first]))
+        frac = f"{100 * ips * 3 * flops[m] / (args.peak_tflops * 1e12):.1f}" if args.peak_tflops else "-"
+        tr = trainers[key]
+        resolved = f"amp={tr.amp_dtype} channels_last={tr.channels_last}"
+        print(f"{m:<16} {v:<15} {b:>5} {ips:>8.1f} {ratio:>8.2f} {flops[m] / 1e9:>14.3f} {frac:>7}  {resolved}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_derivative_within_bound_on_grid_with_large_inputs(name):
     (grad,) = torch.autograd.grad(g(x).sum(), x)
     assert torch.isfinite(grad).all()
     assert (grad >= 0).all()
-    assert grad.max() <= g.derivative_bound + 1e-12
+    assert grad.max() <= 1.0 + 1e-12  # every mapping: 0 < g'(x) <= 1
     if name != "identity":
         assert grad[x.abs() > 100].max() < 1e-3  # bounded mappings saturate
 

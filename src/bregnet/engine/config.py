@@ -71,8 +71,8 @@ DEFAULTS: dict[str, Any] = {
         "select_metric": None,  # None: accuracy (categorical) or va_ccc_mean (dimensional); any
                                 # key of bregnet.metrics.selection_metrics(task), e.g. va_rmse_mean
         "early_stopping": None,  # patience in epochs
-        "amp": "auto",          # auto | bf16 | fp16 | off  (CUDA only)
-        "channels_last": "auto",
+        "amp": "auto",          # auto | bf16 | fp16 | off  (auto: bf16 where the GPU or CPU has it)
+        "channels_last": "auto",  # auto | true | false  (auto: see engine/precision.py)
         "compile": False,
         "sync_bn": False,
         "seed": 0,

@@ -1,4 +1,4 @@
-"""The training loop: the paper's recipe, checkpoints that lose nothing, DDP, AMP on CUDA.
+"""The training loop: the paper's recipe, checkpoints that lose nothing, DDP, mixed precision.
 
 Randomness is derived from (seed, epoch, step, rank) rather than carried in global RNG state,
 so a run interrupted at any step and resumed from ``last.state.pt`` produces, on the CPU, the
@@ -29,6 +29,7 @@ from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from .config import select_metric_direction
 from .distributed import all_reduce_mean, barrier, setup_distributed
 from .evaluate import evaluate_split
+from .precision import resolve_amp, resolve_channels_last
 
 __all__ = ["Trainer", "TrainingDiverged", "staircase_lr"]
 
@@ -111,7 +112,9 @@ class Trainer:
         if self.tcfg["sync_bn"] and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         cuda = self.device.type == "cuda"
-        self.channels_last = cuda if self.tcfg["channels_last"] == "auto" else bool(self.tcfg["channels_last"])
+        # autocast dtype (None: float32) and memory format for this device: see engine/precision.py
+        self.amp_dtype: torch.dtype | None = resolve_amp(self.tcfg["amp"], self.device)
+        self.channels_last = resolve_channels_last(self.tcfg["channels_last"], self.device, self.amp_dtype)
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -123,14 +126,7 @@ class Trainer:
         if self.tcfg["compile"]:
             net = torch.compile(net)
         self.net = net
-        amp = self.tcfg["amp"]
-        self.amp_dtype: torch.dtype | None = None
-        if cuda and amp != "off":
-            if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-                self.amp_dtype = torch.bfloat16
-            else:
-                self.amp_dtype = torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and self.amp_dtype == torch.float16)
 
     def _build_optimisation(self) -> None:
         t = self.tcfg

@@ -123,10 +123,12 @@ class BregUnit(nn.Module):
             r = F.pad(r, (0, 1, 0, 1))
         r = self.conv1(r)
         r = self.conv2(F.elu(self.bn2(r)))
+        grow = self.out_channels - self.in_channels
+        if self.stride == 1 and not grow:
+            return self.shortcut.residual(r, x)  # r + g(x), one fused pass where g allows it
         s = self.shortcut(x)
         if self.stride > 1:
             s = F.avg_pool2d(s, self.stride, self.stride)
-        grow = self.out_channels - self.in_channels
         if grow:
             s = F.pad(s, (0, 0, 0, 0, grow // 2, grow // 2))
         return r + s

@@ -15,8 +15,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import _fused
+
 __all__ = [
     "SHORTCUTS",
+    "Shortcut",
     "AdaptiveArctanShortcut",
     "ArctanShortcut",
     "IdentityShortcut",
@@ -48,37 +51,38 @@ def atan_ratio(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(z2 < _SERIES_LIMIT_SQ, series, exact)
 
 
-class IdentityShortcut(nn.Module):
-    """g(x) = x: the plain ResNet shortcut (derivative 1, unbounded gradient path)."""
+class Shortcut(nn.Module):
+    """Base of the shortcut mappings: ``forward(x)`` is g(x), ``residual(r, x)`` the unit's
+    output r + g(x), which a mapping may compute in one fused pass."""
 
-    derivative_bound: float = 1.0
+    def residual(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The residual unit's output ``r + g(x)``."""
+        return r + self(x)
+
+
+class IdentityShortcut(Shortcut):
+    """g(x) = x: the plain ResNet shortcut (derivative 1, unbounded gradient path)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
 
-class ArctanShortcut(nn.Module):
+class ArctanShortcut(Shortcut):
     """g(x) = arctan(x): BReG-Net's fixed bounded shortcut, g'(x) = 1 / (1 + x^2) in (0, 1]."""
-
-    derivative_bound: float = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.atan(x)
 
 
-class TanhShortcut(nn.Module):
+class TanhShortcut(Shortcut):
     """g(x) = tanh(x), g'(x) = 1 - tanh(x)^2 in (0, 1]; a documented alternative to arctan."""
-
-    derivative_bound: float = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x)
 
 
-class SoftsignShortcut(nn.Module):
+class SoftsignShortcut(Shortcut):
     """g(x) = x / (1 + |x|), g'(x) = 1 / (1 + |x|)^2 in (0, 1]; a documented alternative."""
-
-    derivative_bound: float = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x / (1.0 + x.abs())
@@ -93,49 +97,67 @@ def _adaptive_scalars(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 class _AdaptiveArctanFn(torch.autograd.Function):
-    """g(x) = arctan(u x) / (u s2) with hand-written, cancellation-free gradients.
+    """g(x) = arctan(u x) / (u s2), or the unit output r + g(x) when ``r`` is given, with
+    hand-written, cancellation-free gradients (:func:`bregnet.models._fused.grad_math`).
 
-    With z = u x and t = arctan z:  dg/dx = 1 / (s2 (1 + z^2)),
-    dg/du = r(z) / (u^2 s2) with r(z) = z / (1 + z^2) - t, evaluated by its Taylor series
-    -2z^3/3 + 4z^5/5 - 6z^7/7 where |z| < 0.1 (the direct difference loses digits there), and
-    dg/ds2 = -g / s2. About 19 element-wise passes instead of ~70 for autograd through
-    :func:`atan_ratio`, which matters on CPUs.
+    Large float32 / bfloat16 / float16 tensors go through the fused kernels of
+    :mod:`bregnet.models._fused` (one pass forward, one backward, arctan recomputed in the
+    backward instead of stored); everything else runs the same formulas eagerly (about 19
+    element-wise passes instead of ~70 for autograd through :func:`atan_ratio`), storing arctan.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, u: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        t = torch.atan(x * u)
-        ctx.save_for_backward(x, t, u, s2)
-        return t * (1.0 / (u * s2))
+    def forward(ctx, x: torch.Tensor, u: torch.Tensor, s2: torch.Tensor,  # type: ignore[override]
+                r: torch.Tensor | None = None) -> torch.Tensor:
+        ctx.fmt = None
+        out = None
+        if _fused.usable(x, *(() if r is None else (r,))):
+            fmt = _fused.layout(x)
+            if fmt is not None:
+                xf = _fused.flat(x, fmt)
+                flat_out = (_fused.fused_call("map", xf, u, s2) if r is None
+                            else _fused.fused_call("add", xf, _fused.flat(r, fmt), u, s2))
+                if flat_out is not None:
+                    out, ctx.fmt = _fused.unflat(flat_out, x, fmt), fmt
+        if out is None:
+            t = torch.atan(x.to(u.dtype) * u)
+            k = 1.0 / (u * s2)
+            if r is None:
+                out = (t * k).to(x.dtype)
+            else:
+                out = torch.addcmul(r, t, k).to(torch.promote_types(r.dtype, x.dtype))
+            ctx.save_for_backward(x, u, s2, t)
+        else:
+            ctx.save_for_backward(x, u, s2)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, t, u, s2 = ctx.saved_tensors
-        z = x * u
-        z2 = z * z
-        inv = torch.reciprocal(z2 + 1.0)
-        grad_x = grad * inv * (1.0 / s2) if ctx.needs_input_grad[0] else None
-        grad_u = grad_s2 = None
-        g = grad.reshape(-1)
-        if ctx.needs_input_grad[1]:
-            series = z * z2 * (z2 * (0.8 - z2 * (6.0 / 7.0)) - 2.0 / 3.0)
-            r = torch.where(z2 < 1e-2, series, z * inv - t)
-            grad_u = torch.dot(g, r.reshape(-1)) / (u * u * s2)
-        if ctx.needs_input_grad[2]:
-            grad_s2 = -torch.dot(g, t.reshape(-1)) / (u * s2 * s2)
-        return grad_x, grad_u, grad_s2
+        x, u, s2, *stored = ctx.saved_tensors
+        grad_r = grad if len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3] else None
+        result = None
+        fmt = ctx.fmt
+        if fmt is not None and grad.dtype == x.dtype:
+            result = _fused.fused_call("grad", _fused.flat(grad, fmt), _fused.flat(x, fmt), u, s2)
+            if result is not None:
+                result = (_fused.unflat(result[0], x, fmt), result[1], result[2])
+        if result is None:
+            result = _fused.grad_math(grad, x, u, s2, stored[0] if stored else None)
+        grad_x, grad_u, grad_s2 = result
+        return (grad_x if ctx.needs_input_grad[0] else None,
+                grad_u if ctx.needs_input_grad[1] else None,
+                grad_s2 if ctx.needs_input_grad[2] else None, grad_r)
 
 
-class AdaptiveArctanShortcut(nn.Module):
+class AdaptiveArctanShortcut(Shortcut):
     """BReG-NeXt's adaptive complex mapping with trainable scalars ``a`` and ``c`` (both init 1).
 
     g(x) = arctan(a x / s) / (a s) with s = sqrt(1 + c^2); equivalently atan_ratio(a / s, x) / s^2.
-    g'(x) = 1 / (1 + c^2 + a^2 x^2). a = 1, c = 0 gives arctan; a, c -> 0 gives the identity.
-    Training uses a custom autograd function (exact, cheap gradients); inference, tracing and
-    export use plain tensor operations.
+    g'(x) = 1 / (1 + c^2 + a^2 x^2), at most :meth:`slope_bound`. a = 1, c = 0 gives arctan;
+    a, c -> 0 gives the identity. Training uses a custom autograd function (exact, cheap
+    gradients, fused kernels for large inputs); inference uses the fused kernels or plain tensor
+    operations; tracing and export (ONNX) see the plain formula.
     """
-
-    derivative_bound: float = 1.0
 
     def __init__(self, a: float = 1.0, c: float = 1.0) -> None:
         super().__init__()
@@ -143,11 +165,32 @@ class AdaptiveArctanShortcut(nn.Module):
         self.c = nn.Parameter(torch.tensor(float(c)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, s2 = _adaptive_scalars(self.a.to(x.dtype), self.c.to(x.dtype))
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.a.requires_grad or self.c.requires_grad)
-        if needs_grad and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
-            return _AdaptiveArctanFn.apply(x, u, s2)
-        return torch.atan(x * u) * (1.0 / (u * s2))
+        return self._map(x, None)
+
+    def residual(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``r + g(x)`` in one fused pass where the kernels apply."""
+        return self._map(x, r)
+
+    def _map(self, x: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+        # Scalars in at least float32: bfloat16 activations (CPU autocast) keep exact a and c.
+        dtype = torch.promote_types(x.dtype, self.a.dtype)
+        u, s2 = _adaptive_scalars(self.a.to(dtype), self.c.to(dtype))
+        plain = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or self.a.requires_grad or self.c.requires_grad
+            or (r is not None and r.requires_grad))
+        if needs_grad and not plain:
+            return _AdaptiveArctanFn.apply(x, u, s2, r)
+        if not plain and _fused.usable(x, *(() if r is None else (r,))):
+            fmt = _fused.layout(x)
+            if fmt is not None:
+                xf = _fused.flat(x, fmt)
+                out = (_fused.fused_call("map", xf, u, s2) if r is None
+                       else _fused.fused_call("add", xf, _fused.flat(r, fmt), u, s2))
+                if out is not None:
+                    return _fused.unflat(out, x, fmt)
+        g = torch.atan(x * u.to(x.dtype)) * (1.0 / (u * s2)).to(x.dtype)  # the plain formula
+        return g if r is None else r + g
 
     def slope_bound(self) -> float:
         """Current upper bound 1 / (1 + c^2) of g'(x)."""
@@ -157,7 +200,7 @@ class AdaptiveArctanShortcut(nn.Module):
         return f"a={float(self.a.detach()):.4g}, c={float(self.c.detach()):.4g}"
 
 
-SHORTCUTS: dict[str, Callable[[], nn.Module]] = {
+SHORTCUTS: dict[str, Callable[[], Shortcut]] = {
     "identity": IdentityShortcut,
     "arctan": ArctanShortcut,
     "tanh": TanhShortcut,
@@ -166,7 +209,7 @@ SHORTCUTS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def make_shortcut(name: str) -> nn.Module:
+def make_shortcut(name: str) -> Shortcut:
     """Build a fresh shortcut mapping by name (identity | arctan | tanh | softsign | adaptive)."""
     try:
         return SHORTCUTS[name]()
