@@ -61,7 +61,7 @@ def test_channels_last_resolution():
 
 
 def test_channels_last_setting_is_validated():
-    with pytest.raises(BregnetError, match="train.channels_last must be auto, true or false"):
+    with pytest.raises(BregnetError, match="train.channels_last must be one of auto, true, false"):
         load_config("demo", ["train.channels_last=sometimes"])
     assert load_config("demo", ["train.channels_last=true"])["train"]["channels_last"] is True
 
