@@ -8,7 +8,7 @@ checkpoint always use :class:`Preprocess` from its metadata rather than these de
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,13 +16,20 @@ import torch
 
 from .errors import UsageError
 
-__all__ = ["BORDERS", "MARGIN_RANGE", "PAPER_MEAN", "CropPolicy", "Preprocess"]
+__all__ = ["BORDERS", "CROP_KINDS", "CROP_RULES", "MARGIN_RANGE", "PAPER_MEAN", "CropPolicy", "Preprocess"]
 
 PAPER_MEAN: tuple[float, float, float] = (0.5727663, 0.44812188, 0.39362228)
 #: How pixels outside the image are handled (see :func:`bregnet.crop.crop_face`).
 BORDERS = ("clamp", "constant", "replicate")
 #: Accepted margins: below -0.45 the box all but vanishes, above 5 it is 11 times the face.
 MARGIN_RANGE = (-0.45, 5.0)
+
+
+#: What a crop policy describes: ``"box"``, the training images were cut out of larger images by
+#: face boxes with exactly this policy (the predictor repeats it on the detector's box); or
+#: ``"pre-cropped"``, the data set's images already were face crops, made by a process bregnet does
+#: not know, and the policy's values are the named box-to-crop rule (``rule``) that approximates it.
+CROP_KINDS = ("box", "pre-cropped")
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,18 @@ class CropPolicy:
     box square around its centre (longest side); ``align`` rotates so that the eyes are level when
     eye landmarks are known; ``border`` says what fills the part of the box outside the image:
     ``"constant"`` (black), ``"replicate"`` (edge pixels) or ``"clamp"`` (nothing: the box is cut
-    to the image). Out-of-range values are a :class:`~bregnet.errors.UsageError`.
+    to the image). ``kind`` is ``"box"`` (the training crops were made from face boxes with exactly
+    these values) or ``"pre-cropped"`` (the training images already were face crops; the values
+    are those of the named rule ``rule`` in :data:`CROP_RULES`, an approximation). Out-of-range
+    values are a :class:`~bregnet.errors.UsageError`.
     """
 
     margin: float = 0.1
     square: bool = True
     align: bool = True
     border: str = "constant"
+    kind: str = "box"
+    rule: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) \
@@ -54,14 +66,93 @@ class CropPolicy:
                 raise UsageError(f"crop {key} must be true or false, got {getattr(self, key)!r}")
         if self.border not in BORDERS:
             raise UsageError(f"crop border must be one of {', '.join(BORDERS)}, got {self.border!r}")
+        if self.kind not in CROP_KINDS:
+            raise UsageError(f"crop kind must be one of {', '.join(CROP_KINDS)}, got {self.kind!r}")
+        if not isinstance(self.rule, str) or len(self.rule) > 64 or (self.kind == "box") != (self.rule == ""):
+            raise UsageError(f"crop rule must name the rule of a pre-cropped policy (and be empty for a "
+                             f"box policy), got kind {self.kind!r} with rule {self.rule!r}")
         object.__setattr__(self, "margin", float(self.margin))
         object.__setattr__(self, "square", bool(self.square))
         object.__setattr__(self, "align", bool(self.align))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "CropPolicy":
+        """The policy of a checkpoint's or cache's ``crop`` object. A missing ``kind`` is a box
+        policy (what every checkpoint meant before pre-cropped rules existed); a pre-cropped one
+        takes the values of its named rule for the ones it does not state (all four are needed
+        for a rule this version does not know)."""
         d = dict(d or {})
-        return cls(**{k: d[k] for k in ("margin", "square", "align", "border") if k in d})
+        base: dict[str, Any] = {}
+        if d.get("kind") == "pre-cropped":
+            rule = d.get("rule")
+            if isinstance(rule, str) and rule in CROP_RULES:
+                base = CROP_RULES[rule].to_dict()
+            elif not all(k in d for k in _VALUES):
+                raise UsageError(f"crop rule {rule!r} is unknown to this bregnet (known: "
+                                 f"{', '.join(CROP_RULES)}) and its margin, square, align, border "
+                                 "are not all given")
+        base.update({k: d[k] for k in (*_VALUES, "kind", "rule") if k in d})
+        return cls(**base)
+
+    @classmethod
+    def named(cls, rule: str) -> "CropPolicy":
+        """The pre-cropped policy of rule ``rule`` (:data:`CROP_RULES`); UsageError listing the
+        names otherwise."""
+        if rule not in CROP_RULES:
+            raise UsageError(f"unknown crop rule {rule!r}; choose one of {', '.join(CROP_RULES)}")
+        return CROP_RULES[rule]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, rule: str | None = None, margin: float | None = None,
+                       square: bool | None = None, align: bool | None = None,
+                       border: str | None = None) -> "CropPolicy":
+        """This policy with the user's overrides (``bregnet predict --crop-rule/--crop-margin/
+        --crop-square``): ``rule`` first replaces it by that named rule, then each value given
+        replaces that value. ``kind`` and ``rule`` keep saying where the values started from."""
+        policy = CropPolicy.named(rule) if rule is not None else self
+        values = {k: v for k, v in (("margin", margin), ("square", square), ("align", align),
+                                    ("border", border)) if v is not None}
+        return replace(policy, **values) if values else policy
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``box crop: margin 0, not square, no alignment, clamp``."""
+        what = "box crop" if self.kind == "box" else f"pre-cropped, rule {self.rule}"
+        return (f"{what}: margin {self.margin:g}, {'square' if self.square else 'not square'}, "
+                f"{'eyes levelled' if self.align else 'no alignment'}, border {self.border}")
+
+
+_VALUES = ("margin", "square", "align", "border")
+
+
+def _rule(name: str, margin: float, square: bool, align: bool) -> CropPolicy:
+    # Outside the image the edge pixels are repeated: the data sets' own crops have no black bands.
+    return CropPolicy(margin=margin, square=square, align=align, border="replicate",
+                      kind="pre-cropped", rule=name)
+
+
+#: The named box-to-crop rules of pre-cropped data sets: what the predictor does with a detector's
+#: box (YuNet's: brows to chin, about 0.83 as wide as high) for a model trained on images that
+#: already were face crops. Each approximates how that data set's crops were made (see
+#: docs/inference.md, "Crop policy"); ``bregnet predict --crop-rule/--crop-margin`` overrides it.
+CROP_RULES: dict[str, CropPolicy] = {
+    # FER2013 / FERPlus: faces "automatically registered so that the face is more or less centred
+    # and occupies about the same amount of space in each image" (48x48, no rotation): about the
+    # face box, squared, plus a small margin.
+    "fer2013-like": _rule("fer2013-like", 0.1, True, False),
+    # RAF-DB "aligned": 100x100 crops warped by five landmarks so that the eyes are level, at a
+    # fixed scale with some forehead and background: the squared box, a wider margin, eyes levelled.
+    "rafdb-aligned": _rule("rafdb-aligned", 0.15, True, True),
+    # Aff-Wild2 "cropped_aligned": 112x112 frames aligned by five landmarks, tight around the face.
+    "affwild2-aligned": _rule("affwild2-aligned", 0.1, True, True),
+    # The synthetic data set: measured, the image side is a median 1.46 times YuNet's box side
+    # (194 of 200 faces found), so margin (1.46 - 1) / 2, rounded to 0.25; faces are drawn rolled.
+    "synthetic": _rule("synthetic", 0.25, True, False),
+    # Folders and lists of face crops of unknown origin (and RAF-DB's whole "original" images):
+    # the squared box plus 10%, the common default of face-crop tools.
+    "face-crop": _rule("face-crop", 0.1, True, False),
+}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Unreadable images are reported on stderr and skipped.
 """
 
 
+from ..preprocess import CROP_RULES, MARGIN_RANGE
 from ._common import device_arg, float_range, non_negative_int, positive_int
 
 
@@ -60,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-face", type=non_negative_int, help="ignore faces smaller than this many pixels")
     g.add_argument("--no-align", action="store_true",
                    help="do not level the eyes even if the checkpoint's crop policy says so")
+    g.add_argument("--crop-rule", choices=tuple(CROP_RULES), metavar="NAME",
+                   help="crop detector boxes by this named rule instead of the checkpoint's policy "
+                        f"({', '.join(CROP_RULES)}; see docs/inference.md)")
+    g.add_argument("--crop-margin", type=float_range(*MARGIN_RANGE), metavar="M",
+                   help="fraction of the box side added on every side, instead of the checkpoint's")
+    g.add_argument("--crop-square", action=argparse.BooleanOptionalAction, default=None,
+                   help="make the box square (or, --no-crop-square, keep its shape), instead of "
+                        "the checkpoint's choice")
     g.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     g = p.add_argument_group("video")
     s = g.add_mutually_exclusive_group()
@@ -86,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint, detector=args.detector, device=args.device, backend=args.backend,
         batch_size=args.batch_size, threads=args.threads, align=False if args.no_align else None,
+        crop={"rule": args.crop_rule, "margin": args.crop_margin, "square": args.crop_square},
         detector_options=None if args.detector == "none" else {
             "score_threshold": args.det_threshold, "max_side": args.det_max_side,
             "min_size": args.min_face},

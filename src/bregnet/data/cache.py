@@ -6,7 +6,7 @@ Layout of ``OUT/<split>/`` after :func:`prepare_cache` (``bregnet prepare``)::
     labels.npy        (N,) int64 class index, -1 where absent
     va.npy            (N, 2) float32 valence, arousal; NaN where absent
     soft_labels.npy   (N, K) float32 label distributions, only for data sets that have them
-    meta.json         data set, split, classes, counts, source options, format version
+    meta.json         data set, split, classes, counts, crop policy, what it was made from
     skipped.txt       one line per unusable source item: index <TAB> source <TAB> reason
 
 Preparation is **resumable**: items are written at fixed positions of a full-size
@@ -17,6 +17,16 @@ atomically. After an interruption (Ctrl-C, a kill, a crash) the same call contin
 checkpoint and produces exactly what an uninterrupted run produces. Skipped items are compacted away
 at the end; ``meta.json`` is written last and marks a complete cache. An unreadable or missing image
 is never fatal: it is counted, listed with its reason and left out.
+
+**What a cache was made from** is its ``signature`` in ``meta.json``: the cache format version,
+data set, split, the reader's output version, the data set's location, the reader options (with
+their defaults filled in), the crop policy the reader applied (``crop``, also at the top level of
+``meta.json``: the trainer stores it in the checkpoint), the image size and the number of source
+items. :func:`signature_mismatch` is the one comparison: ``prepare`` keeps a matching split ("up to
+date") and refuses another one without ``--overwrite``; ``train`` and ``evaluate`` refuse a cache
+that does not match what they were asked for (:func:`verify_cache`), naming the difference. A
+cache of an older format (version 1 recorded no crop policy) is refused with the command that
+rebuilds it.
 """
 
 from __future__ import annotations
@@ -46,12 +56,16 @@ __all__ = [
     "PrepareReport",
     "SplitReport",
     "cache_splits",
+    "expected_signature",
     "open_cache",
     "prepare_cache",
+    "signature_mismatch",
+    "verify_cache",
 ]
 
 CACHE_FORMAT = "bregnet-cache"
-CACHE_VERSION = 1
+#: 2: the signature records the crop policy and the reader's version (1 recorded neither)
+CACHE_VERSION = 2
 _FINAL = ("images.u8", "labels.npy", "va.npy", "soft_labels.npy", "meta.json", "skipped.txt")
 _PARTIAL = ("images.partial", "labels.partial", "va.partial", "skipped.partial",
             "progress.json")
@@ -173,12 +187,94 @@ def _default_splits(source: Any, root: Any = None, options: dict[str, Any] | Non
 
 
 def _signature(reader: FaceReader, split: str) -> dict[str, Any]:
-    root = reader.location()
+    """What a cache of ``split`` made by ``reader`` was made from (see the module doc)."""
     return _jsonable({
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "dataset": reader.name, "split": split,
-        "root": root, "options": dict(reader.options), "num_source_items": len(reader),
-        "image_size": int(reader.image_size),
+        "reader_version": int(reader.version), "root": reader.location(),
+        "options": reader.identity_options(dict(reader.options)), "crop": reader.crop_policy.to_dict(),
+        "num_source_items": len(reader), "image_size": int(reader.image_size),
     })
+
+
+# the signature's fields in the order they are compared, and how a difference names them
+_FIELDS = (("format", "format"), ("dataset", "data set"), ("split", "split"),
+           ("reader_version", "reader version"), ("root", "root"), ("options", "options"),
+           ("crop", "crop"), ("image_size", "image size"), ("num_source_items", "source items"))
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _show_crop(value: Any) -> str:
+    from ..preprocess import CropPolicy
+
+    try:
+        return CropPolicy.from_dict(value).describe() if isinstance(value, dict) else _show(value)
+    except UsageError:
+        return _show(value)
+
+
+def signature_mismatch(recorded: Any, expected: dict[str, Any]) -> str | None:
+    """How a cache's recorded ``signature`` differs from ``expected`` (only the fields
+    ``expected`` states are compared), as one phrase naming the first difference, or None when
+    they match. The one comparison of ``prepare``, ``train`` and ``evaluate``."""
+    if not isinstance(recorded, dict):
+        return "it records no signature of what it was made from"
+    have_version, want_version = recorded.get("version"), expected.get("version", CACHE_VERSION)
+    if have_version != want_version:
+        older = isinstance(have_version, int) and not isinstance(have_version, bool) \
+            and have_version < want_version
+        return (f"it was prepared by {'an older' if older else 'another'} bregnet (cache format "
+                f"version {_show(have_version)}; this one writes version {want_version})")
+    for key, label in _FIELDS:
+        if key not in expected:
+            continue
+        have, want = _jsonable(recorded.get(key)), _jsonable(expected[key])
+        if have == want:
+            continue
+        if key == "options" and isinstance(have, dict) and isinstance(want, dict):
+            name = next(k for k in sorted(set(have) | set(want)) if have.get(k, "<unset>") != want.get(k, "<unset>"))
+            return (f"option {name} is {_show(have.get(name, '<unset>'))} in the cache, "
+                    f"{_show(want.get(name, '<unset>'))} asked")
+        if key == "crop":
+            return f"crop is {_show_crop(have)} in the cache, {_show_crop(want)} asked"
+        return f"{label} is {_show(have)} in the cache, {_show(want)} asked"
+    return None
+
+
+def expected_signature(dataset: str, root: str | os.PathLike | None, split: str,
+                       options: dict[str, Any]) -> dict[str, Any]:
+    """The signature a cache of ``dataset``/``split`` from ``root`` with reader ``options`` must
+    record. With a root (or for a data set generated in code) the reader is opened and every field
+    is stated, the number of items included; without a root (the cache stands for the data, whose
+    files may be gone) only what the request itself says: data set, split, reader version and
+    options."""
+    cls = _registry().get_reader_class(dataset)
+    if root not in (None, "") or not cls.needs_root:
+        return _signature(_registry().open_reader(dataset, root, split, **options), split)
+    return _jsonable({"format": CACHE_FORMAT, "version": CACHE_VERSION, "dataset": cls.name,
+                      "split": split, "reader_version": int(cls.version),
+                      "options": cls.identity_options(dict(options))})
+
+
+def verify_cache(path: str | os.PathLike, split: str, dataset: str, root: str | os.PathLike | None,
+                 options: dict[str, Any]) -> None:
+    """Refuse (DataError, one line naming the first difference and the command that rebuilds it)
+    the prepared ``split`` under ``path`` unless it was made from what is asked for (see
+    :func:`expected_signature`)."""
+    d = Path(path) / split
+    meta = _read_json(d / "meta.json")
+    if meta is None or meta.get("format") != CACHE_FORMAT:
+        raise DataError(f"{d / 'meta.json'} is not a bregnet cache description")
+    diff = signature_mismatch(meta.get("signature"), expected_signature(dataset, root, split, options))
+    if diff is not None:
+        old = meta.get("signature") if isinstance(meta.get("signature"), dict) else {}
+        what = f"{old.get('dataset', meta.get('dataset'))}/{old.get('split', meta.get('split'))}"
+        raise DataError(f"the prepared cache {d} ({what}) does not match what was asked: {diff}; "
+                        f"rebuild it with bregnet prepare --overwrite --out {Path(path)} and the same "
+                        "data set, root and options, or give another cache folder")
 
 
 def _remove(directory: Path, names: Sequence[str]) -> None:
@@ -262,17 +358,17 @@ def _prepare_split(reader: FaceReader, split: str, d: Path, progress: bool, over
     d.mkdir(parents=True, exist_ok=True)
 
     meta = _read_json(d / "meta.json")
-    if meta is not None and not overwrite and meta.get("signature") == sig and not (d / "images.u8").exists():
+    diff = None if meta is None else signature_mismatch(meta.get("signature"), sig)
+    if meta is not None and not overwrite and diff is None and not (d / "images.u8").exists():
         meta = None  # a damaged cache of the same source: rebuild it
         _remove(d, _FINAL)
     if meta is not None and not overwrite:
-        if meta.get("signature") == sig:
+        if diff is None:
             return SplitReport(split, str(d), n, int(meta.get("num_items", 0)), int(meta.get("num_skipped", 0)),
                                0, time.perf_counter() - t0, "up to date")
-        old = meta.get("signature") or {}
-        raise DataError(f"{d} already holds a prepared cache of {old.get('dataset')}/{old.get('split')} with "
-                        f"other source or options ({old.get('root') or '-'} {old.get('options')}); "
-                        f"use --overwrite or another --out")
+        old = meta.get("signature") if isinstance(meta.get("signature"), dict) else {}
+        raise DataError(f"{d} already holds a prepared cache of {old.get('dataset')}/{old.get('split')} "
+                        f"that does not match: {diff}; use --overwrite or another --out")
     if meta is not None or overwrite:
         _remove(d, _FINAL + _PARTIAL)
 
@@ -410,6 +506,7 @@ def _finalize(reader: FaceReader, split: str, d: Path, sig: dict, n: int, size: 
         "image_shape": [size, size, 3],
         "has_va": bool(np.isfinite(va).any()),
         "has_soft_labels": soft is not None,
+        "crop": sig["crop"],
         "source": {"root": sig["root"], "options": sig["options"]},
         "signature": sig,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..limits import MAX_CROP_SIDE
+from ..preprocess import CropPolicy
 from .base import ArrayDataset, Sample
 from .readers._util import parse_int
 from .readers.base import FaceReader
@@ -677,7 +678,8 @@ def make_synthetic(n: int, seed: int = 0, imbalance: str | Sequence[float] | Non
         imbalance = "none"
     return ArrayDataset(
         images=images, labels=labels, va=va, classes=list(AFFECTNET_CLASSES), name="synthetic", split=split,
-        meta={"synthetic": True, "seed": seed, "difficulty": d, "size": size,
+        meta={"synthetic": True, "crop": CropPolicy.named(SyntheticReader.crop_rule).to_dict(),
+              "seed": seed, "difficulty": d, "size": size,
               "imbalance": imbalance if isinstance(imbalance, str) else [float(w) for w in imbalance]},
     )
 
@@ -687,7 +689,8 @@ class SyntheticReader(FaceReader):
 
     Options: ``n`` (items in this split; default 20000 train, 4000 val, 4000 test), ``seed`` (0),
     ``imbalance`` ("affectnet" or "none"), ``difficulty`` (0.5), ``size`` (64). The splits use
-    different derived seeds.
+    different derived seeds. The images are whole drawn scenes around one face: a model trained on
+    them is run on a detector's box by the crop rule ``synthetic`` (measured on YuNet's boxes).
     """
 
     name = "synthetic"
@@ -697,6 +700,7 @@ class SyntheticReader(FaceReader):
     needs_root = False
     synthetic = True
     size_option = "n"
+    crop_rule = "synthetic"
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", **options: Any) -> None:
         super().__init__(root, split, **options)

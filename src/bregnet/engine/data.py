@@ -9,14 +9,30 @@ from typing import Any
 import numpy as np
 
 from ..data.base import ArrayDataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UsageError
+from ..preprocess import CropPolicy
 
-__all__ = ["label_mapping", "load_split", "remap_to_model"]
+__all__ = ["crop_policy_of", "label_mapping", "load_split", "remap_to_model"]
+
+
+def crop_policy_of(ds: ArrayDataset) -> CropPolicy:
+    """The crop policy the images of ``ds`` were made with (what its reader or prepared cache
+    records in ``ds.meta["crop"]``): what the trainer stores in the checkpoint. A data set that
+    records none (arrays built by hand) gets the default :class:`CropPolicy`."""
+    crop = ds.meta.get("crop")
+    if crop is None:
+        return CropPolicy()
+    try:
+        return CropPolicy.from_dict(crop)
+    except (UsageError, TypeError) as exc:
+        raise DataError(f"{ds.name}/{ds.split}: the recorded crop policy is not valid ({exc})") from None
 
 
 def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> ArrayDataset:
     """Load one split: from the prepared cache when ``data.cache`` is set (building it first if
-    it does not exist yet), else by decoding through the data set's reader.
+    it does not exist yet, else refusing it unless it was made from this data set, root, split
+    and options: :func:`bregnet.data.cache.verify_cache`), else by decoding through the data
+    set's reader. Either way ``ds.meta["crop"]`` is the crop policy its images were made with.
 
     ``data.sizes`` sets a split's number of items for data sets generated in code (the reader's
     ``size_option``, e.g. synthetic's ``n``); for a data set of files it is a ConfigError.
@@ -37,11 +53,13 @@ def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> A
     root, cache = (None if v is None else v if isinstance(v, (str, os.PathLike)) else str(v)
                    for v in (data_cfg.get("root"), data_cfg.get("cache")))
     if cache:
-        from ..data.cache import open_cache, prepare_cache
+        from ..data.cache import open_cache, prepare_cache, verify_cache
 
         split_dir = Path(cache) / split
         if not (split_dir / "meta.json").is_file():
             prepare_cache(name, root, cache, splits=[split], progress=progress, **options)
+        else:
+            verify_cache(cache, split, name, root, options)
         return open_cache(cache, split)
     reader = open_reader(name, root, split, **options)
     ds, skipped = reader.to_arrays(progress=progress)

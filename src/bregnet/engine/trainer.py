@@ -72,7 +72,10 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self._check_data()
         self.classes = list(train_ds.classes) if self.task != "dimensional" else []
-        self.preprocess = Preprocess()
+        from .data import crop_policy_of
+
+        # the crop the training images were made with: the predictor repeats it on detector boxes
+        self.preprocess = Preprocess(crop=crop_policy_of(train_ds))
         self._build_model()
         self._build_optimisation()
         self.step = 0

@@ -6,7 +6,8 @@
 ...     print(face.face_id, face.box, face.label, face.va)
 
 Everything the input needs comes from the checkpoint's metadata: label names (output order), input
-size, normalisation and the face-crop policy (margin, square, align). Faces are batched across
+size, normalisation and the face-crop policy (margin, square, align, border; the one the training
+images were made with, or the named rule of a pre-cropped data set). Faces are batched across
 images and video frames (``batch_size`` crops per model call); results come back in input order.
 Video is streamed (:mod:`bregnet.infer.video`) so memory stays flat whatever its length; faces get
 stable IDs across frames (:mod:`bregnet.infer.tracking`) and, optionally, exponentially smoothed
@@ -20,12 +21,13 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..crop import crop_face
 from ..errors import BregnetError, CheckpointError, DataError, UsageError
+from ..preprocess import CropPolicy
 from .detect import Detection, FaceDetector, make_detector
 from .results import FaceResult, FrameResult, record_columns
 from .tracking import IoUTracker, Smoother
@@ -90,6 +92,14 @@ class TorchBackend:
         return tuple(None if t is None else t.float().cpu().numpy() for t in (logits, va))  # type: ignore[return-value]
 
 
+def _is_whole_image(box: Any, rgb: np.ndarray) -> bool:
+    """True when ``box`` is exactly ``(0, 0, width, height)`` of ``rgb``."""
+    try:
+        return tuple(float(v) for v in box) == (0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0]))
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
 @dataclass
 class _Pending:
     result: FrameResult
@@ -103,8 +113,10 @@ class Predictor:
 
     ``backend`` is an object with ``run(x) -> (logits, va)`` (:class:`TorchBackend` or
     :class:`bregnet.export.onnx.OnnxBackend`); ``meta`` the checkpoint's ``CheckpointMeta``.
-    ``align`` overrides the checkpoint's crop policy (None keeps it). ``timings`` accumulates
-    seconds per stage (decode, detect, crop, model, post) for profiling.
+    ``crop`` overrides the checkpoint's crop policy: a :class:`~bregnet.preprocess.CropPolicy`
+    replaces it, a mapping of ``rule`` / ``margin`` / ``square`` / ``align`` / ``border`` changes it
+    (:meth:`CropPolicy.with_overrides`); ``align`` then sets alignment alone (None keeps it).
+    ``timings`` accumulates seconds per stage (decode, detect, crop, model, post) for profiling.
     """
 
     def __init__(
@@ -115,6 +127,7 @@ class Predictor:
         batch_size: int = 32,
         align: bool | None = None,
         detector_options: dict[str, Any] | None = None,
+        crop: CropPolicy | Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -126,12 +139,9 @@ class Predictor:
         self.has_va = bool(meta.va)
         self.detector = make_detector(detector, **(detector_options or {}))
         self.batch_size = int(batch_size)
-        policy = self.preprocess.crop
-        if align is not None:
-            from dataclasses import replace
-
-            policy = replace(policy, align=bool(align))
-        self.crop_policy = policy
+        # the checkpoint's crop policy: the one its training images were made with
+        policy = crop if isinstance(crop, CropPolicy) else self.preprocess.crop.with_overrides(**(crop or {}))
+        self.crop_policy = policy.with_overrides(align=None if align is None else bool(align))
         self.input_size = int(self.preprocess.input_size)
         self.timings: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
@@ -239,9 +249,16 @@ class Predictor:
         return probs, va_arr
 
     def crop(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
-        """The model-input crop of one detection (black when the box has no pixel in the image)."""
+        """The model-input crop of one detection by the checkpoint's crop policy, with
+        :func:`bregnet.crop.crop_face` as the readers and the cache (black when the box has no
+        pixel in the image). For a model trained on pre-cropped images, a box that is the whole
+        image (``--detector none``: the input already is a face crop) takes the image whole, as
+        the reader took the training images."""
+        box: Any = det.box
+        if self.crop_policy.kind == "pre-cropped" and _is_whole_image(box, rgb):
+            box = None
         try:
-            return crop_face(rgb, det.box, self.crop_policy, self.input_size, det.landmarks)
+            return crop_face(rgb, box, self.crop_policy, self.input_size, det.landmarks)
         except DataError:  # box empty or entirely outside the image
             return np.zeros((self.input_size, self.input_size, 3), np.uint8)
 

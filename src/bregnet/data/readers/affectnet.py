@@ -16,7 +16,9 @@ Valence / arousal of -2 ("not applicable") become NaN. Counts of dropped rows: `
 Each face is cropped by its box ``(face_x, face_y, face_width, face_height)`` enlarged by
 ``margin`` (fraction of the side, default 0), optionally made square (``square=True``), clamped to
 the image (``border="clamp"``; or padded: ``"constant"`` / ``"replicate"``), then resized to 64x64
-(:func:`bregnet.crop.crop_face`).
+(:func:`bregnet.crop.crop_face`). That exact box policy is the reader's ``crop_policy``: the
+prepared cache records it, a checkpoint trained on the data stores it and the predictor applies
+it to the detector's box.
 
 Bad input: a malformed row (wrong field count, a non-numeric box, an expression outside 0..10, a
 valence/arousal outside [-1, 1] other than -2) raises DataError ``"file:line: reason"`` when the

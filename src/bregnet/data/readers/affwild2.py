@@ -16,7 +16,9 @@ missing (the release has none where no face was found) are dropped while parsing
 ``check_frames=False`` skips that check (a missing image then fails at load time instead).
 ``frame_step=k`` keeps every k-th frame (consecutive frames are nearly identical).
 
-No classes (valence/arousal only): labels are -1. Frames are resized to 64x64.
+No classes (valence/arousal only): labels are -1. Frames are resized to 64x64. They are face
+crops (the ``cropped_aligned`` release): a model trained on them is run on a detector's box by the
+named rule ``affwild2-aligned`` (:data:`bregnet.preprocess.CROP_RULES`).
 
 Bad input: a line that is not two numbers, a value outside [-1, 1] other than -5 raise DataError
 ``"file:line: reason"``.
@@ -67,6 +69,7 @@ class AffWild2Reader(FaceReader):
     default_classes: list[str] = []
     OPTIONS = {"annotations_dir": None, "frames_dir": None, "frame_pattern": "{:05d}.jpg",
                "split_dirs": None, "check_frames": True, "frame_step": 1}
+    crop_rule = "affwild2-aligned"
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
         super().__init__(root, split, **options)

@@ -15,6 +15,15 @@ known ones), and for data sets that are not files on disk ``needs_root = False``
 ``_va`` (N, 2), ``_lines`` (N,) with ``annotation_file`` (for ``source``), ``_boxes`` (N, 4) and
 ``crop_policy`` (face boxes cropped by :func:`bregnet.crop.crop_face`); image-file readers
 implement ``image_path`` and get ``load`` from here.
+
+**The crop a reader states** (``crop_policy``, recorded by the prepared cache and stored in every
+checkpoint trained on the data, then applied by the predictor to the detector's box): a reader
+with face boxes sets the exact box policy it crops with (:meth:`_crop_policy_from_options`); a
+data set whose images already are face crops keeps the pre-cropped policy of its named rule
+``crop_rule`` (:data:`bregnet.preprocess.CROP_RULES`), the class attribute or, for folders and
+lists of crops, the ``crop_rule`` option. ``version`` is the reader's output version: raise it
+whenever the same files and options would give other images or labels, so that caches made by
+the old reader are refused rather than mixed with new ones.
 """
 
 from __future__ import annotations
@@ -51,6 +60,10 @@ class FaceReader:
     needs_root: ClassVar[bool] = True
     synthetic: ClassVar[bool] = False
     size_option: ClassVar[str | None] = None
+    #: the output version of this reader (recorded by the prepared cache; see the module doc)
+    version: ClassVar[int] = 1
+    #: the named pre-cropped rule of a data set of face crops (a reader with boxes replaces the policy)
+    crop_rule: ClassVar[str] = "face-crop"
     image_size: int = 64
 
     def __init__(self, root: str | os.PathLike | None, split: str, **options: Any) -> None:
@@ -64,7 +77,7 @@ class FaceReader:
                                      if self.OPTIONS is not None else dict(options))
         self.skipped: list[tuple[str, str]] = []
         self.dropped: dict[str, int] = {}
-        self.crop_policy = CropPolicy(margin=0.0, square=False, align=False, border="clamp")
+        self.crop_policy = CropPolicy.named(self.crop_rule)
         self.annotation_file: Path | None = None
         self._labels = np.zeros(0, np.int64)
         self._va: np.ndarray | None = None
@@ -83,6 +96,26 @@ class FaceReader:
                               border=str(self.opts["border"]))
         except UsageError as exc:
             raise DataError(f"{self.name}: {exc}") from None
+
+    def _crop_rule_option(self, default: str) -> CropPolicy:
+        """The pre-cropped policy named by the ``crop_rule`` option (``default`` when unset)."""
+        rule = self.opts.get("crop_rule")
+        try:
+            return CropPolicy.named(default if rule is None else str(rule))
+        except UsageError as exc:
+            raise DataError(f"{self.name}: option crop_rule: {exc}") from None
+
+    @classmethod
+    def identity_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the reader's defaults filled in: what identifies the data a prepared
+        cache was made from (so an option left out and the same option given at its default
+        are the same request)."""
+        return {**(cls.OPTIONS or {}), **options}
+
+    def dataset_meta(self) -> dict[str, Any]:
+        """What an :class:`ArrayDataset` of this reader carries beside its arrays: whether it is
+        synthetic, and the crop policy (``crop``) the trainer stores in the checkpoint."""
+        return {"synthetic": self.synthetic, "crop": self.crop_policy.to_dict()}
 
     def _dir_option(self, key: str) -> Path | None:
         """A path option, relative paths taken from the root folder."""
@@ -182,6 +215,6 @@ class FaceReader:
         ds = ArrayDataset(
             images=images[keep], labels=self.labels()[keep], va=self.va()[keep],
             classes=self.classes, name=self.name, split=self.split,
-            soft_labels=None if soft is None else soft[keep], meta={"synthetic": self.synthetic},
+            soft_labels=None if soft is None else soft[keep], meta=self.dataset_meta(),
         )
         return ds, skipped

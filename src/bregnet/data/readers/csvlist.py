@@ -12,6 +12,11 @@ Columns (by header name, any order, extra columns ignored, names matched case-in
   present the face is cropped like AffectNet (options ``margin``, ``square``, ``border``), else
   the whole image is taken as the face.
 
+Crop: a list with a box column states the exact box policy of its options (rows with an empty box
+are taken whole); a list without one is a list of face crops, and option ``crop_rule`` names how
+they were made (:data:`bregnet.preprocess.CROP_RULES`, default ``face-crop``). Giving
+``crop_rule`` for a list with boxes is an error.
+
 Root: the CSV file, or a directory holding ``<split>.csv`` (``train.csv``, ``val.csv``,
 ``test.csv``) or one ``labels.csv`` / ``all.csv`` with a ``split`` column (option ``csv`` names a
 file). Splits ``train`` / ``val`` / ``test`` need a per-split file or a ``split`` column; ``all``
@@ -95,13 +100,13 @@ class CSVListReader(FaceReader):
     """Generic ``path,label[,valence,arousal]`` CSV (see the module doc).
 
     Options: ``csv``, ``classes``, ``images_dir``, ``margin`` (0.0), ``square`` (False),
-    ``border`` ("clamp").
+    ``border`` ("clamp"), ``crop_rule`` (lists without boxes; "face-crop").
     """
 
     name = "csv"
     splits = ("train", "val", "test", "all")
     split_aliases = _SPLIT_VALUES
-    OPTIONS = {"csv": None, "classes": None, "images_dir": None, **CROP_OPTIONS}
+    OPTIONS = {"csv": None, "classes": None, "images_dir": None, **CROP_OPTIONS, "crop_rule": None}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
         super().__init__(root, split, **options)
@@ -124,6 +129,11 @@ class CSVListReader(FaceReader):
         self._classes = given if given is not None else self._infer_classes(tables)
         self._class_index = {c: i for i, c in enumerate(self._classes)}
         self._parse(cols, records, filter_split)
+        if self._boxes is None:
+            self.crop_policy = self._crop_rule_option("face-crop")
+        elif opts["crop_rule"] is not None:
+            raise DataError(f"{self.csv_path}: option crop_rule is for lists of face crops; this list "
+                            "has face boxes (their crop is set by margin, square, border)")
 
     @classmethod
     def available_splits(cls, root: str | os.PathLike, **options: Any) -> list[str]:

@@ -5,7 +5,8 @@ Splits: ``train`` / ``val`` / ``test`` = Usage ``Training`` / ``PublicTest`` / `
 Usage names are accepted as split names too), and ``all`` (every row, the only split of a file
 without a Usage column, such as Kaggle's ``train.csv``). A file without an ``emotion`` column gives
 labels -1. Faces are up-sampled to 64x64 (``cv2.INTER_LINEAR``) and repeated to 3 channels, as the
-official BReG-NeXt code did.
+official BReG-NeXt code did. The images are face crops: a model trained on them is run on
+detector boxes by the named rule ``fer2013-like`` (:data:`bregnet.preprocess.CROP_RULES`).
 
 Root: the CSV file itself, or a directory holding ``fer2013.csv`` (also looked for:
 ``fer2013/fer2013.csv``, ``icml_face_data.csv``). Option ``csv=PATH`` names the file (relative
@@ -369,6 +370,7 @@ class FER2013Reader(FaceReader):
     split_aliases = SPLIT_ALIASES
     default_classes = FER2013_CLASSES
     OPTIONS = {"csv": None}
+    crop_rule = "fer2013-like"  # the images are the data set's own face crops
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
         super().__init__(root, split, **options)

@@ -19,7 +19,8 @@ Labels (option ``protocol``):
 
 Rows with an empty ``Image name`` (images the FERPlus authors removed) are dropped in both.
 Soft labels (:meth:`FERPlusReader.soft_labels`) are the raw vote distribution over the 8 emotions.
-What was dropped and why is counted in ``reader.dropped``.
+What was dropped and why is counted in ``reader.dropped``. The images are FER2013's face crops
+(crop rule ``fer2013-like``, as for FER2013).
 
 Root: a directory holding ``fer2013.csv`` and ``fer2013new.csv`` (options ``fer2013_csv`` and
 ``ferplus_csv`` name them otherwise; relative paths are taken from the root).
@@ -131,6 +132,7 @@ class FERPlusReader(FaceReader):
     split_aliases = SPLIT_ALIASES
     default_classes = FERPLUS_CLASSES
     OPTIONS = {"fer2013_csv": None, "ferplus_csv": None, "protocol": "plurality"}
+    crop_rule = "fer2013-like"  # FER2013's face crops
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
         super().__init__(root, split, **options)

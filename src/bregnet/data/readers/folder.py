@@ -15,6 +15,9 @@ are the sub-folder names sorted alphabetically (Python's ``sorted``), taken over
 folders so that indices agree between splits. Hidden files and folders (``.name``) are ignored;
 images are searched recursively inside each class folder (``recursive=False`` for the top level
 only) and listed in sorted path order. Images are taken as face crops and resized to 64x64.
+Option ``crop_rule`` names how they were cropped, so that the predictor turns a detector's box
+into a similar crop (:data:`bregnet.preprocess.CROP_RULES`; default ``face-crop``, e.g.
+``crop_rule=rafdb-aligned`` for a folder of RAF-DB's aligned faces).
 An unreadable image raises DataError at load time (the cache skips and reports it).
 """
 
@@ -81,13 +84,13 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
 class FolderReader(FaceReader):
     """Class sub-folders of face images (see the module doc).
 
-    Options: ``classes`` (names in order), ``recursive`` (True).
+    Options: ``classes`` (names in order), ``recursive`` (True), ``crop_rule`` ("face-crop").
     """
 
     name = "folder"
     splits = ("train", "val", "test", "all")
     split_aliases = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
-    OPTIONS = {"classes": None, "recursive": True}
+    OPTIONS = {"classes": None, "recursive": True, "crop_rule": "face-crop"}
 
     def __init__(self, root: str | os.PathLike, split: str, **options: Any) -> None:
         super().__init__(root, split, **options)
@@ -96,6 +99,7 @@ class FolderReader(FaceReader):
         require_dir(self.root, "image folder")
         given = parse_class_list(opts["classes"])
         recursive = bool(opts["recursive"])
+        self.crop_policy = self._crop_rule_option("face-crop")
 
         top = _visible_dirs(self.root)
         split_dirs: dict[str, Path] = {}

@@ -6,6 +6,11 @@ Sadness, Anger, Neutral. Images: ``basic/Image/aligned/train_00001_aligned.jpg``
 crops, resized to 64x64); ``aligned=False`` reads ``basic/Image/original/train_00001.jpg`` whole
 instead (not face-cropped: only for experiments).
 
+Crop: the aligned images are face crops, so a model trained on them is run on a detector's box by
+the named rule ``rafdb-aligned`` (squared box plus margin, eyes levelled: an approximation of the
+data set's five-landmark alignment); the whole original images get the generic ``face-crop`` rule
+(no rule reproduces a whole photo from a face box).
+
 Root: the RAF-DB directory holding ``basic/``, or ``basic/`` itself. Options: ``label_file`` and
 ``images_dir`` (relative paths are taken from ``basic/``), ``aligned`` (True).
 
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
+from ...preprocess import CropPolicy
 from ._util import open_text, parse_int, require_file
 from .base import FaceReader
 
@@ -54,6 +60,7 @@ class RAFDBReader(FaceReader):
             basic = self.root
         self.basic = basic
         self.aligned = bool(opts["aligned"])
+        self.crop_policy = CropPolicy.named("rafdb-aligned" if self.aligned else "face-crop")
         lf = Path(opts["label_file"]) if opts["label_file"] else Path("EmoLabel/list_patition_label.txt")
         self.label_file = require_file(lf if lf.is_absolute() else basic / lf, "RAF-DB label file")
         default_images = "Image/aligned" if self.aligned else "Image/original"
