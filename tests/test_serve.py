@@ -437,8 +437,8 @@ def test_model_health_metrics_page(client):
     m = client.get("/v1/model").json()
     _valid("model", m)
     assert m["model"] == "bregnext_custom" and m["labels"] == LABELS and m["va"] is True
-    assert m["preprocess"]["input_size"] == 64 and m["crop"] == {"margin": 0.1, "square": True,
-                                                                 "align": True}
+    assert m["preprocess"]["input_size"] == 64 and m["crop"] == {
+        "margin": 0.1, "square": True, "align": True, "border": "constant", "kind": "box", "rule": ""}
     assert m["detector"]["name"] == "yunet" and m["limits"]["max_upload_bytes"] == 20 * MB
     h = client.get("/healthz")
     assert h.status_code == 200 and h.json()["status"] == "ok"

@@ -113,7 +113,7 @@ class _QueuedPredictor(Predictor):
     def __init__(self, base: Predictor, batcher: Batcher, detector: FaceDetector,
                  deadline: float) -> None:
         super().__init__(base.backend, base.meta, detector=detector, batch_size=base.batch_size,
-                         align=base.crop_policy.align)
+                         crop=base.crop_policy)
         self._batcher = batcher
         self._deadline = deadline
 
@@ -270,9 +270,7 @@ class _Service:
             "labels": self.labels,
             "va": self.has_va,
             "preprocess": meta.preprocess.to_dict(),
-            "crop": {"margin": self.predictor.crop_policy.margin,
-                     "square": self.predictor.crop_policy.square,
-                     "align": self.predictor.crop_policy.align},
+            "crop": self.predictor.crop_policy.to_dict(),
             "input_size": self.predictor.input_size,
             "source": det.source,
             "dataset": meta.dataset,
