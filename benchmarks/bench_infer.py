@@ -149,17 +149,20 @@ def run_cli(argv: list[str], out_csv: Path) -> dict:
     memory and the parsed timings."""
     cmd = [sys.executable, "-m", "bregnet", "predict", *argv, "-o", str(out_csv), "--timings",
            "--quiet"]
+    # GNU time reports the peak memory of the command itself: a child started straight from this
+    # (large) process would inherit this process's peak in its own (Linux keeps it across exec)
+    mem_file = out_csv.with_suffix(".mem")
+    timed = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(mem_file), *cmd]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(timed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-500:]}")
-    res = {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "load_before": load,
-           "cpu_s": usage.ru_utime + usage.ru_stime}
+    kib, user, sys_s = mem_file.read_text().split()[-3:]
+    res = {"wall_s": wall, "peak_rss_mib": int(kib) / 1024, "load_before": load,
+           "cpu_s": float(user) + float(sys_s)}
     res.update(parse_timings(err))
     return res
 
