@@ -86,6 +86,40 @@ def make_photos(folder: Path, n: int, size=(960, 640), seed: int = 0) -> Path:
     return folder
 
 
+def stress_model(seed: int = 0):
+    """A ``bregnext50`` with random weights made to behave like a confident, input-sensitive
+    classifier: batch-norm statistics recalibrated on face crops (train-mode forward passes, no
+    gradient) and the classifier scaled so that logits spread over about +-3 across faces. Its
+    decision boundaries are arbitrary, so small changes of a crop flip its labels more easily than
+    a trained model's: a stress test for the label-agreement gate, not a trained model."""
+    import torch
+
+    from bregnet import create_model
+    from bregnet.engine.checkpoint import CheckpointMeta
+    from bregnet.export.quantize import calibration_crops
+
+    torch.manual_seed(seed)
+    model = create_model("bregnext50", num_classes=8)
+    meta = CheckpointMeta.for_model(model, LABELS)
+    crops = calibration_crops(meta, count=256, seed=seed + 1)
+    x = torch.from_numpy(meta.preprocess.normalize_numpy(np.concatenate([crops.calibrate,
+                                                                         crops.check])))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None   # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 32):
+            model(x[i:i + 32])
+    model.eval()
+    with torch.no_grad():
+        logits = model(x[:128])
+        model.fc.weight.mul_(3.0 / float(logits.std()))
+        model.fc.bias.zero_()
+    return model, meta
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return [r for r in csv.DictReader(fh) if r.get("face_id")]
@@ -203,7 +237,11 @@ def run_fer(python: str, video: Path, out: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", type=Path, help="a bregnext50 checkpoint (default: random weights)")
+    ap.add_argument("--checkpoint", type=Path,
+                    help="a bregnext50 checkpoint (default: random weights, see --stress)")
+    ap.add_argument("--stress", action="store_true",
+                    help="without --checkpoint: random weights recalibrated to behave like a "
+                         "confident, input-sensitive classifier (stress_model)")
     ap.add_argument("--frames", type=int, default=472)
     ap.add_argument("--photos", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=2)
@@ -212,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fer-python", help="a Python interpreter with the 'fer' package")
     ap.add_argument("--workdir", type=Path, help="keep the models and data here (default: a temp dir)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="only export the models and write the data into --workdir")
     args = ap.parse_args(argv)
 
     from bregnet.engine.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
@@ -231,7 +271,13 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     ckpt = args.checkpoint
-    if ckpt is None:
+    if ckpt is None and args.stress:
+        ckpt = work / "bregnext50-stress.safetensors"
+        if not ckpt.exists():
+            model, meta = stress_model()
+            save_checkpoint(ckpt, model, meta, write_json=False)
+        info["weights"] = "random, BN recalibrated on face crops, logits spread (stress_model)"
+    elif ckpt is None:
         import torch
 
         from bregnet import create_model
@@ -265,6 +311,14 @@ def main(argv=None) -> int:
     if not photos.exists():
         make_photos(photos, args.photos)
 
+    info_path = work / "info.json"
+    if "export_int8_s" in info:   # exported in this run: keep the export figures for later runs
+        info_path.write_text(json.dumps(info, indent=2))
+    elif info_path.exists():
+        info = {**json.loads(info_path.read_text()), **info}
+    if args.prepare_only:
+        print(json.dumps(info))
+        return 0
     ck, f32, i8 = str(ckpt), str(fp32), str(int8)
     settings = {
         # name: argv for bregnet predict (after the model)

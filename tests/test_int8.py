@@ -135,7 +135,8 @@ def test_simplify_folds_conv_batchnorm_and_rewrites_elu():
         helper.make_node("Add", ["bn2", "c2"], ["sum"]),
         helper.make_node("Elu", ["sum"], ["y"], alpha=0.5),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])],
                               initializer=inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

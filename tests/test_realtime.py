@@ -90,7 +90,8 @@ def _same(a, b) -> None:
     for ra, rb in zip(a, b):
         assert len(ra.faces) == len(rb.faces)
         for fa, fb in zip(ra.faces, rb.faces):
-            assert (fa.face_id, fa.box, fa.det_score, fa.label) == (fb.face_id, fb.box, fb.det_score, fb.label)
+            assert (fa.face_id, fa.box, fa.det_score, fa.label) == \
+                   (fb.face_id, fb.box, fb.det_score, fb.label)
             assert np.array_equal(fa.probs, fb.probs) and np.array_equal(fa.va, fb.va)
             assert np.array_equal(fa.landmarks, fb.landmarks)
 
@@ -110,13 +111,17 @@ def test_pipeline_gives_the_same_records_as_one_thread(ckpt, two_faces, tmp_path
     _same(list(one.predict_paths([tmp_path])), list(piped.predict_paths([tmp_path])))
 
 
+def _ours() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("bregnet-")]
+
+
 def test_pipeline_stops_cleanly(ckpt, two_faces, monkeypatch):
-    threads = threading.active_count()
     p = Predictor.from_checkpoint(ckpt, batch_size=2, workers=2)
     gen = p.predict_video(two_faces)
     assert next(gen).frame == 0
+    assert "bregnet-decode-detect" in _ours()
     gen.close()     # the consumer stops early: the decoding thread and the model threads end
-    assert threading.active_count() == threads
+    assert _ours() == []
 
     def broken_crop(rgb, det):
         raise RuntimeError("crop failed")
@@ -124,7 +129,7 @@ def test_pipeline_stops_cleanly(ckpt, two_faces, monkeypatch):
     monkeypatch.setattr(p, "crop", broken_crop)
     with pytest.raises(RuntimeError, match="crop failed"):
         list(p.predict_video(two_faces))
-    assert threading.active_count() == threads
+    assert _ours() == []
 
 
 def test_onnx_path_does_not_import_torch(ckpt, tmp_path):
@@ -137,7 +142,8 @@ def test_onnx_path_does_not_import_torch(ckpt, tmp_path):
     code = (
         "import sys\n"
         "from bregnet.cli import main\n"
-        f"rc = main(['predict', {str(model)!r}, {str(img)!r}, '-o', {str(tmp_path / 'o.csv')!r}, '--quiet'])\n"
+        f"rc = main(['predict', {str(model)!r}, {str(img)!r}, '-o', {str(tmp_path / 'o.csv')!r},"
+        " '--quiet'])\n"
         "assert rc == 0, rc\n"
         "print('torch' in sys.modules, 'onnx' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from ..errors import DataError, OutputError, UsageError
 from ..fileio import check_output_dir, check_output_file
-from .annotate import AnnotatedVideoWriter, StagedFiles, Timeline, annotated_image_suffix, draw_faces, save_image
+from .annotate import (AnnotatedVideoWriter, StagedFiles, Timeline, annotated_image_suffix,
+                       draw_faces, save_image)
 from .predictor import Predictor, expand_inputs
 from .results import FrameResult
 from .video import is_video_path

@@ -114,6 +114,13 @@ class _Item:
 _END = object()
 
 
+class _Failure:
+    """An exception of the pipeline's producer thread, handed to the consumer to raise."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class Predictor:
     """Face detection + model + (for video) tracking and smoothing. See the module docstring.
 
@@ -383,7 +390,7 @@ class Predictor:
                     if not put((group, fut)):
                         return
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-                put(("error", exc))
+                put(_Failure(exc))
                 return
             finally:
                 groups.close()  # type: ignore[attr-defined]
@@ -396,8 +403,8 @@ class Predictor:
                 item = handoff.get()
                 if item is _END:
                     break
-                if item[0] == "error":
-                    raise item[1]
+                if isinstance(item, _Failure):
+                    raise item.exc
                 group, fut = item
                 yield from self._finish(group, *fut.result(), smoother)
         finally:

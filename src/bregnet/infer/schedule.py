@@ -17,14 +17,14 @@ fraction of the cost. The whole frame is detected again at once
 
 After a full detection on a reduced copy, each face found is refined in its window too, so that
 every frame's boxes and landmarks come from the same resolution. A face that enters the picture
-between two full detections is found by the next one (at most ``every - 1`` frames late). ``every=1`` is plain detection on every frame. The detections are in
+between two full detections is found by the next one (at most ``every - 1`` frames late).
+``every=1`` is plain detection on every frame. The detections are in
 pixels of the full frame, like :meth:`FaceDetector.detect`'s, and sorted the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
