@@ -14,8 +14,6 @@ _pixels = os.environ.get("BREGNET_MAX_IMAGE_PIXELS", "").strip().replace("_", ""
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", _pixels if _pixels.isdigit() else "50000000")
 
 from ._version import __version__  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from .preprocess import PAPER_MEAN, Preprocess  # noqa: E402
 
 __all__ = ["PAPER_MEAN", "Predictor", "Preprocess", "__version__", "create_model", "get_weights",
            "list_models", "list_weights", "load_checkpoint", "register_weights"]
@@ -23,7 +21,21 @@ __all__ = ["PAPER_MEAN", "Predictor", "Preprocess", "__version__", "create_model
 _WEIGHTS_API = ("get_weights", "list_weights", "register_weights")
 
 
+# Loaded on first use: ``import bregnet`` does not import torch (the ONNX Runtime inference path
+# never needs it; importing torch alone takes about 2 s on a small machine).
+_MODELS_API = ("create_model", "list_models")
+_PREPROCESS_API = ("PAPER_MEAN", "Preprocess")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODELS_API:
+        from . import models
+
+        return getattr(models, name)
+    if name in _PREPROCESS_API:
+        from . import preprocess
+
+        return getattr(preprocess, name)
     if name == "Predictor":
         from .infer.predictor import Predictor
 

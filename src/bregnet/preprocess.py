@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the ONNX Runtime path never loads it
+    import torch
 
 __all__ = ["BORDERS", "CROP_KINDS", "CROP_RULES", "MARGIN_RANGE", "PAPER_MEAN", "CropPolicy", "Preprocess"]
 
@@ -187,6 +189,8 @@ class Preprocess:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or float batch (N, 3, H, W) in [0, 255] -> float32 network input."""
+        import torch
+
         x = images.to(torch.float32) * self.scale
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -24,19 +24,21 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from .._version import __version__
 from ..errors import CheckpointError, LimitError, UsageError
 from ..fileio import atomic_write, atomic_write_text, check_input_file, json_text
 from ..limits import MAX_CLASSES, MAX_CROP_SIDE, MAX_METADATA_BYTES
-from ..models import BregNet, create_model
 from ..preprocess import CropPolicy, Preprocess
 from ..weights.cache import resolve_checkpoint
+
+if TYPE_CHECKING:  # torch and the models load where they are used: reading metadata needs neither
+    import torch
+
+    from ..models import BregNet
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -229,6 +231,8 @@ class CheckpointMeta:
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: CheckpointMeta,
                     write_json: bool = True) -> Path:
     """Write ``model``'s weights and ``meta`` atomically to ``path`` (a ``.safetensors`` file)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     module = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
     module = getattr(module, "_orig_mod", module)
@@ -290,6 +294,8 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
 def build_model(meta: CheckpointMeta, where: str = "checkpoint") -> BregNet:
     """The network the metadata describes (not yet loaded with weights): CheckpointError for
     arguments that do not build, LimitError for a network over the size limits."""
+    from ..models import create_model
+
     try:
         return create_model(meta.model_name, **meta.model_args)
     except UsageError as exc:
@@ -302,6 +308,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                     ) -> tuple[BregNet, CheckpointMeta]:
     """Rebuild the network from a checkpoint's metadata and load its weights (eval mode). ``path``
     may also be a downloaded weights name (``bregnet weights list``)."""
+    import torch  # noqa: F401  (loaded here, not at import: metadata readers do not need it)
+    from safetensors.torch import load_file
+
     p = _resolve(resolve_checkpoint(path))
     meta = read_metadata(p)
     model = build_model(meta, f"checkpoint {p}")

@@ -13,6 +13,12 @@ installed or fails. Each exporter writes only the opsets it supports (:func:`ops
 torch.export one from 18, the TorchScript one up to 20, both as the installed torch says); an
 opset outside them is refused before anything is exported, and the written file is checked to
 declare exactly the opset asked for, never a silently different one.
+
+The written graph is simplified for inference (:func:`simplify_graph`): a batch norm that directly
+follows a convolution whose output nothing else reads is folded into it, and ``Elu`` is written as
+``Max(x, Exp(Min(x, 0)) - 1)``, which ONNX Runtime runs with vectorised kernels (2.3x faster than
+its own ``Elu`` here); both are exact up to float rounding (checked by the parity test). The
+adaptive shortcut keeps its plain formula. int8 models are in :mod:`bregnet.export.quantize`.
 """
 
 from __future__ import annotations
@@ -35,12 +41,16 @@ __all__ = [
     "check_export",
     "export_onnx",
     "max_abs_diff",
+    "metadata_from_props",
     "opset_range",
     "output_names",
     "read_onnx_metadata",
+    "simplify_graph",
 ]
 
 METADATA_KEY = "bregnet"
+#: metadata_props key of an int8 model: JSON describing its quantization and parity
+QUANTIZATION_KEY = "bregnet_quantization"
 DEFAULT_OPSET = 18
 _DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 and later
 
@@ -141,13 +151,15 @@ def export_onnx(
     meta: Any = None,
     exporter: str = "auto",
     check: bool = True,
+    simplify: bool = True,
 ) -> Path:
     """Export a checkpoint (path) or a ``(model, meta)`` pair to an ONNX file at ``path``.
 
     ``source`` is a checkpoint path, or a model (then ``meta``, a ``CheckpointMeta``, is needed for
     the metadata; without it a minimal one is built from the model). ``exporter`` is ``auto`` |
     ``dynamo`` | ``legacy``; ``opset`` must be one it supports (:func:`opset_range`; UsageError
-    otherwise, before any work). With ``check`` the file is validated with ``onnx.checker``.
+    otherwise, before any work). With ``check`` the file is validated with ``onnx.checker``;
+    ``simplify`` applies :func:`simplify_graph` (BN folding, fast ELU).
     The output path is checked first (:func:`bregnet.fileio.check_output_file`: not a folder,
     creatable, not the checkpoint itself). Returns the written path (written atomically).
     """
@@ -202,6 +214,8 @@ def export_onnx(
         else:
             raise BregnetError("ONNX export failed (" + "; ".join(errors) + ")")
         proto = onnx.load(str(tmp_path), load_external_data=True)
+        if simplify:
+            simplify_graph(proto)
         del proto.metadata_props[:]
         doc = meta.to_dict()
         for key, value in ((METADATA_KEY, json_text(doc, indent=None, sort_keys=True)),
@@ -222,6 +236,125 @@ def export_onnx(
     finally:
         model.train(was_training).to(device)
     return path
+
+
+def simplify_graph(proto: Any) -> dict[str, int]:
+    """Simplify an exported graph for inference, in place; returns what was done.
+
+    * **Batch norm folding**: a ``BatchNormalization`` (inference form) whose input is the only
+      use of a ``Conv``'s output is folded into that convolution's weights and bias. In the
+      pre-activation units of these networks most batch norms follow a *sum* (or the stem, whose
+      output the shortcut also reads), so only the one between a unit's two convolutions folds;
+      the torch.export-based exporter already folds those, the TorchScript one leaves them.
+    * **ELU**: ``Elu(x; alpha)`` with ``0 < alpha <= 1`` becomes ``Max(x, alpha (Exp(Min(x, 0)) -
+      1))``: the same function (``alpha (e^x - 1) >= x`` for ``x <= 0`` exactly when ``alpha <=
+      1``), in element-wise kernels that ONNX Runtime vectorises (its ``Elu`` kernel is scalar).
+
+    Keys of the result: ``batchnorm_folded``, ``batchnorm_kept``, ``elu_rewritten``.
+    """
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, int] = {}
+    for n in g.node:
+        for name in n.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    graph_outputs = {o.name for o in g.output}
+    producer = {out: n for n in g.node for out in n.output}
+    used_names = set(inits) | {v for n in g.node for v in list(n.input) + list(n.output)}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used_names:
+            k += 1
+            name = f"{base}_{k}"
+        used_names.add(name)
+        return name
+
+    def array(name: str) -> np.ndarray | None:
+        t = inits.get(name)
+        return None if t is None else numpy_helper.to_array(t).astype(np.float64)
+
+    removed: set[int] = set()
+    folded = 0
+    for bn in g.node:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
+        if attrs.get("training_mode", 0):
+            continue
+        conv = producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or consumers.get(bn.input[0], 0) != 1 \
+                or bn.input[0] in graph_outputs:
+            continue
+        w = array(conv.input[1])
+        b = array(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+        params = [array(name) for name in bn.input[1:5]]
+        if w is None or any(v is None for v in params) or (len(conv.input) > 2 and conv.input[2]
+                                                          and b is None):
+            continue
+        scale, bias, mean, var = params  # type: ignore[misc]
+        k = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        if k.shape != (w.shape[0],):
+            continue
+        dtype = numpy_helper.to_array(inits[conv.input[1]]).dtype
+        w_name, b_name = fresh(conv.input[1] + "_bnfold"), fresh(conv.output[0] + "_bnfold_bias")
+        g.initializer.append(numpy_helper.from_array((w * k.reshape(-1, 1, 1, 1)).astype(dtype), w_name))
+        new_b = ((b if b is not None else 0.0) - mean) * k + bias
+        g.initializer.append(numpy_helper.from_array(new_b.astype(dtype), b_name))
+        inputs = [conv.input[0], w_name, b_name]
+        del conv.input[:]
+        conv.input.extend(inputs)
+        conv.output[0] = bn.output[0]
+        removed.add(id(bn))
+        folded += 1
+
+    nodes = []
+    elu = 0
+    scalars: dict[float, str] = {}
+
+    def scalar(value: float) -> str:
+        if value not in scalars:
+            name = fresh(f"bregnet_scalar_{len(scalars)}")
+            g.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+            scalars[value] = name
+        return scalars[value]
+
+    for n in g.node:
+        if id(n) in removed:
+            continue
+        alpha = 1.0
+        for a in n.attribute:
+            if a.name == "alpha":
+                alpha = float(helper.get_attribute_value(a))
+        if n.op_type != "Elu" or not 0.0 < alpha <= 1.0:
+            nodes.append(n)
+            continue
+        x, y = n.input[0], n.output[0]
+        neg, ex, em1 = fresh(y + "_neg"), fresh(y + "_exp"), fresh(y + "_expm1")
+        nodes += [helper.make_node("Min", [x, scalar(0.0)], [neg], name=fresh(y + "_min")),
+                  helper.make_node("Exp", [neg], [ex], name=fresh(y + "_exp_op")),
+                  helper.make_node("Sub", [ex, scalar(1.0)], [em1], name=fresh(y + "_sub"))]
+        if alpha != 1.0:
+            scaled = fresh(y + "_alpha")
+            nodes.append(helper.make_node("Mul", [em1, scalar(alpha)], [scaled], name=fresh(y + "_mul")))
+            em1 = scaled
+        nodes.append(helper.make_node("Max", [x, em1], [y], name=fresh(y + "_max")))
+        elu += 1
+    del g.node[:]
+    g.node.extend(nodes)
+    # initializers nothing reads any more (the weights and batch-norm parameters folded away)
+    still_used = {v for n in g.node for v in n.input} | graph_outputs
+    keep = [t for t in g.initializer if t.name in still_used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    produced = {v for n in g.node for v in n.output}
+    infos = [v for v in g.value_info if v.name in produced]
+    del g.value_info[:]
+    g.value_info.extend(infos)
+    kept = sum(1 for n in g.node if n.op_type == "BatchNormalization")
+    return {"batchnorm_folded": folded, "batchnorm_kept": kept, "elu_rewritten": elu}
 
 
 def _default_opset(proto: Any) -> int | None:
@@ -247,10 +380,15 @@ def _load_proto_metadata(path: Path) -> dict[str, str]:
 def read_onnx_metadata(path: str | os.PathLike):
     """The ``CheckpointMeta`` stored in an ONNX file written by :func:`export_onnx`, validated as
     a checkpoint's is; the file must be a regular file under ``BREGNET_MAX_MODEL_BYTES``."""
+    p = check_input_file(path, "ONNX model", max_bytes=MAX_MODEL_BYTES, error=CheckpointError)
+    return metadata_from_props(_load_proto_metadata(p), p)
+
+
+def metadata_from_props(props: dict[str, str], p: str | os.PathLike):
+    """The validated ``CheckpointMeta`` in an ONNX model's ``metadata_props`` (as a dict; from
+    ``onnx`` or from an ONNX Runtime session's ``custom_metadata_map``); ``p`` names the file."""
     from ..engine.checkpoint import CheckpointMeta, parse_metadata_json
 
-    p = check_input_file(path, "ONNX model", max_bytes=MAX_MODEL_BYTES, error=CheckpointError)
-    props = _load_proto_metadata(p)
     raw = props.get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{p} is an ONNX model without bregnet metadata (export it with "
@@ -259,6 +397,28 @@ def read_onnx_metadata(path: str | os.PathLike):
         return CheckpointMeta.from_dict(parse_metadata_json(raw, str(p)))
     except CheckpointError as exc:
         raise CheckpointError(f"{p}: {exc}") from None
+
+
+def onnx_device(name: str | None = "auto") -> str:
+    """A device name for ONNX Runtime, checked without importing torch: ``cpu``, ``cuda`` /
+    ``cuda:N`` (UsageError when this onnxruntime has no CUDA provider) or ``auto`` (CUDA when the
+    provider is there, else the CPU)."""
+    from ..device import check_device_name
+
+    value = "auto" if name is None else check_device_name(name)
+    if value == "cpu":
+        return value
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BregnetError("ONNX models need 'onnxruntime': pip install 'bregnet[onnx]'") from None
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if value == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if value == "mps" or not has_cuda:
+        raise UsageError(f"device {value!r} is not available to ONNX Runtime here (no such "
+                         "execution provider); use --device cpu")
+    return value
 
 
 class OnnxBackend:
@@ -278,17 +438,20 @@ class OnnxBackend:
         # between model calls in the predictor; sleeping costs nothing measurable here.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
+        providers: list[Any] = ["CPUExecutionProvider"]
         if str(device).startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BregnetError("onnxruntime here has no CUDA provider; use --device cpu")
-            providers.insert(0, "CUDAExecutionProvider")
+            index = int(str(device).split(":", 1)[1]) if ":" in str(device) else 0
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
         src = model if isinstance(model, bytes) else str(model)
         try:
             self.session = ort.InferenceSession(src, sess_options=opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"cannot load ONNX model: {first}") from None
+        self.metadata_props: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.quantized = QUANTIZATION_KEY in self.metadata_props
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_names = [o.name for o in self.session.get_outputs()]

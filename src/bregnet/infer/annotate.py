@@ -3,11 +3,17 @@
 Each face gets its box, ``#id label probability`` above it, and a small valence/arousal square
 beside it: the horizontal axis is valence (-1 left, +1 right), the vertical axis arousal (+1 up),
 with a dot at the face's (valence, arousal). Colours are fixed per face ID.
+
+:class:`StagedFiles` keeps a run's annotation files under temporary names beside their targets
+until the run has succeeded (:meth:`StagedFiles.commit` renames them all into place), so a failed
+or interrupted run never replaces a previous annotation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +23,51 @@ from ..errors import OutputError
 from ..fileio import atomic_write_bytes
 from .results import FaceResult, FrameResult
 
-__all__ = ["AnnotatedVideoWriter", "Timeline", "draw_faces", "save_image"]
+__all__ = ["AnnotatedVideoWriter", "StagedFiles", "Timeline", "annotated_image_suffix",
+           "draw_faces", "save_image"]
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def annotated_image_suffix(path: str | os.PathLike) -> str:
+    """The suffix an annotated copy of ``path`` is written with (unusual ones become ``.png``)."""
+    suffix = Path(path).suffix
+    return suffix if suffix.lower() in _IMAGE_SUFFIXES else ".png"
+
+
+class StagedFiles:
+    """Files written under temporary names (``.<name>.<random>.tmp<suffix>`` beside the target,
+    so that writers that choose the format by suffix still work), moved into place together by
+    :meth:`commit`; :meth:`abort` removes them. Staging a target twice reuses its name."""
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, Path] = {}
+
+    def stage(self, target: str | os.PathLike) -> Path:
+        """The temporary path to write ``target``'s content to (its folder is created)."""
+        target = Path(target)
+        if target not in self._staged:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._staged[target] = target.with_name(
+                f".{target.name}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        return self._staged[target]
+
+    def commit(self) -> list[Path]:
+        """Move every written file into place; returns the targets (those never written are
+        skipped)."""
+        done = []
+        for target, tmp in list(self._staged.items()):
+            if tmp.exists():
+                os.replace(tmp, target)
+                done.append(target)
+            del self._staged[target]
+        return done
+
+    def abort(self) -> None:
+        for tmp in self._staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._staged.clear()
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
@@ -69,7 +119,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     import cv2
 
     p = Path(path)
-    if p.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
+    if p.suffix.lower() not in _IMAGE_SUFFIXES:
         p = p.with_suffix(".png")
     ok, encoded = cv2.imencode(p.suffix.lower(), np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:

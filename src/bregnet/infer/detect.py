@@ -84,16 +84,21 @@ class FaceDetector:
     def _detect(self, rgb: np.ndarray) -> list[Detection]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an RGB uint8 image, sorted left to right (then top to bottom)."""
+    def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Detection]:
+        """Faces in an RGB uint8 image, sorted left to right (then top to bottom). ``max_side``
+        overrides the detector's own for this call (detection on a smaller copy; never more than
+        the detector's limit); boxes, landmarks and the minimum face size are in pixels of
+        ``rgb``."""
         import cv2
 
         rgb = _check_image(rgb)
         h, w = rgb.shape[:2]
         scale = 1.0
         small = rgb
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
+        limit = self.max_side if max_side is None else (
+            min(int(max_side), self.max_side) if self.max_side else int(max_side))
+        if limit and max(h, w) > limit:
+            scale = limit / max(h, w)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         dets = self._detect(np.ascontiguousarray(small))
@@ -290,7 +295,7 @@ class NoDetector(FaceDetector):
     def __init__(self, **_: Any) -> None:
         super().__init__(score_threshold=0.0, max_side=None)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Detection]:
         rgb = _check_image(rgb)
         h, w = rgb.shape[:2]
         return [Detection((0.0, 0.0, float(w), float(h)), 1.0, None)]

@@ -12,24 +12,33 @@ images and video frames (``batch_size`` crops per model call); results come back
 Video is streamed (:mod:`bregnet.infer.video`) so memory stays flat whatever its length; faces get
 stable IDs across frames (:mod:`bregnet.infer.tracking`) and, optionally, exponentially smoothed
 probabilities and valence/arousal.
+
+Speed (see docs/inference.md): on video, ``det_every=k`` detects faces on the whole frame only
+every k-th frame and refines the tracked boxes in small windows in between
+(:mod:`bregnet.infer.schedule`); ``workers=N`` runs the model in N threads while one thread
+decodes, detects and crops (a two-stage pipeline). Neither changes the order of the results, and
+the pipeline gives exactly the records of the single-threaded path with the same settings.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..crop import crop_face
 from ..errors import BregnetError, CheckpointError, DataError, UsageError
 from ..preprocess import CropPolicy
-from .detect import Detection, FaceDetector, make_detector
+from .detect import Detection, FaceDetector, NoDetector, make_detector
 from .results import FaceResult, FrameResult, record_columns
+from .schedule import DetectionSchedule
 from .tracking import IoUTracker, Smoother
 from .video import VideoReader, is_video_path
 
@@ -101,11 +110,25 @@ def _is_whole_image(box: Any, rgb: np.ndarray) -> bool:
 
 
 @dataclass
-class _Pending:
+class _Item:
+    """One image or frame on its way to the model: its detections, track IDs and crops.
+    ``keep_ids``: after this frame, smoothing state of tracks not in it is dropped (ended)."""
+
     result: FrameResult
     dets: list[Detection]
     ids: list[int]
-    n: int
+    crops: list[np.ndarray]
+    keep_ids: list[int] | None = None
+
+
+_END = object()
+
+
+class _Failure:
+    """An exception of the pipeline's producer thread, handed to the consumer to raise."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 class Predictor:
@@ -117,6 +140,9 @@ class Predictor:
     replaces it, a mapping of ``rule`` / ``margin`` / ``square`` / ``align`` / ``border`` changes it
     (:meth:`CropPolicy.with_overrides`); ``align`` then sets alignment alone (None keeps it).
     ``timings`` accumulates seconds per stage (decode, detect, crop, model, post) for profiling.
+    ``cpu_timings`` the CPU time of the threads doing them (the two differ when stages overlap or
+    wait for the CPU). ``workers``: 0 runs everything in the calling thread; N >= 1 runs the model
+    in N threads while another thread decodes, detects and crops (same results, in the same order).
     """
 
     def __init__(
@@ -128,6 +154,7 @@ class Predictor:
         align: bool | None = None,
         detector_options: dict[str, Any] | None = None,
         crop: CropPolicy | Mapping[str, Any] | None = None,
+        workers: int = 0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -146,6 +173,11 @@ class Predictor:
         self.timings: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
         self.problems: list[str] = []
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise UsageError(f"workers must be an integer >= 0, got {workers!r}")
+        self.workers = int(workers)
+        self.cpu_timings: dict[str, float] = defaultdict(float)
+        self._timing_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -173,16 +205,22 @@ class Predictor:
             raise UsageError(f"unknown backend {backend!r}; choose torch or onnx")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise UsageError(f"threads must be a positive integer, got {threads!r}")
-        device = str(resolve_device(device))
         if p.suffix.lower() == ".onnx":
-            from ..export.onnx import OnnxBackend, read_onnx_metadata
+            # ONNX Runtime only: neither torch nor the onnx package is imported on this path
+            from ..export.onnx import OnnxBackend, metadata_from_props, onnx_device
 
-            meta = read_onnx_metadata(p)
+            device = onnx_device(device)
+            from ..fileio import check_input_file
+            from ..limits import MAX_MODEL_BYTES
+
+            p = check_input_file(p, "ONNX model", max_bytes=MAX_MODEL_BYTES, error=CheckpointError)
             run = OnnxBackend(p, device=device, threads=threads)
+            meta = metadata_from_props(run.metadata_props, p)
             if run.input_name != "input" or not set(run.output_names) <= {"logits", "va"}:
                 raise CheckpointError(f"{p} does not have the inputs/outputs of a bregnet export")
             return cls(run, meta, detector=detector, batch_size=batch_size, **kwargs)
 
+        device = str(resolve_device(device))
         from ..engine.checkpoint import load_checkpoint
 
         if p.is_file() and p.suffix.lower() not in (".safetensors", ".st"):
@@ -209,9 +247,23 @@ class Predictor:
         """Record columns this model produces (see :mod:`bregnet.infer.writers`)."""
         return record_columns(self.labels, self.has_va)
 
+    @property
+    def quantized(self) -> bool:
+        """True for an int8 model (``bregnet export --int8``)."""
+        return bool(getattr(self.backend, "quantized", False))
+
     def reset_timings(self) -> None:
         self.timings.clear()
+        self.cpu_timings.clear()
         self.counts.clear()
+
+    def _tick(self, stage: str, t0: float, c0: float) -> float:
+        """Add the wall and thread-CPU seconds since ``t0`` / ``c0`` to ``stage``; returns now."""
+        t, c = time.perf_counter(), time.thread_time()
+        with self._timing_lock:
+            self.timings[stage] += t - t0
+            self.cpu_timings[stage] += c - c0
+        return t
 
     # -- the model on crops ---------------------------------------------------------------
     def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray]
@@ -221,7 +273,7 @@ class Predictor:
         n = len(crops)
         probs_out: list[np.ndarray] = []
         va_out: list[np.ndarray] = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for i in range(0, n, self.batch_size):
             batch = np.stack(crops[i:i + self.batch_size]) if not isinstance(crops, np.ndarray) \
                 else crops[i:i + self.batch_size]
@@ -239,8 +291,9 @@ class Predictor:
                 if va is None:
                     raise CheckpointError("the model returned no valence/arousal")
                 va_out.append(np.asarray(va, np.float32))
-        self.timings["model"] += time.perf_counter() - t0
-        self.counts["faces"] += n
+        self._tick("model", t0, c0)
+        with self._timing_lock:
+            self.counts["faces"] += n
         k = len(self.labels)
         probs = (np.concatenate(probs_out) if probs_out else np.zeros((0, k), np.float32)) \
             if self.labels else None
@@ -262,85 +315,154 @@ class Predictor:
         except DataError:  # box empty or entirely outside the image
             return np.zeros((self.input_size, self.input_size, 3), np.uint8)
 
-    def _detect_and_crop(self, rgb: np.ndarray) -> tuple[list[Detection], list[np.ndarray]]:
-        t0 = time.perf_counter()
-        dets = self.detector.detect(rgb)
-        t1 = time.perf_counter()
+    def _detect_and_crop(self, rgb: np.ndarray, detect: Callable[[np.ndarray], list[Detection]]
+                         | None = None) -> tuple[list[Detection], list[np.ndarray]]:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        dets = (detect or self.detector.detect)(rgb)
+        t1, c1 = self._tick("detect", t0, c0), time.thread_time()
         crops = [self.crop(rgb, d) for d in dets]
-        t2 = time.perf_counter()
-        self.timings["detect"] += t1 - t0
-        self.timings["crop"] += t2 - t1
+        self._tick("crop", t1, c1)
         return dets, crops
 
     # -- batching -------------------------------------------------------------------------
-    def _batched(self, items: Iterable[tuple[FrameResult, list[Detection], list[int],
-                                             list[np.ndarray]]],
-                 max_pending: int, smoother: Smoother | None = None) -> Iterator[FrameResult]:
+    def _groups(self, items: Iterable[_Item], max_pending: int) -> Iterator[list[_Item]]:
+        """Consecutive items whose crops go to the model together: at least ``batch_size``
+        crops or ``max_pending`` items (the same grouping whichever thread runs the model)."""
+        group: list[_Item] = []
+        n = 0
+        for item in items:
+            group.append(item)
+            n += len(item.crops)
+            if n >= self.batch_size or len(group) >= max_pending:
+                yield group
+                group, n = [], 0
+        if group:
+            yield group
+
+    def _finish(self, group: list[_Item], probs: np.ndarray | None, va: np.ndarray | None,
+                smoother: Smoother | None) -> list[FrameResult]:
+        """Results of one group from the model's outputs, in order (smoothing applied)."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        k = 0
+        out = []
+        for item in group:
+            res = item.result
+            for j, det in enumerate(item.dets):
+                p = None if probs is None else probs[k + j]
+                v = None if va is None else va[k + j]
+                if smoother is not None:
+                    sm = smoother(item.ids[j], probs=p, va=v)
+                    p, v = sm["probs"], sm["va"]
+                label = self.labels[int(np.argmax(p))] if p is not None else None
+                res.faces.append(FaceResult(res.source, res.frame, res.time_s, item.ids[j],
+                                            tuple(float(c) for c in det.box), det.score,
+                                            label, p, v, det.landmarks))
+            k += len(item.crops)
+            if smoother is not None and item.keep_ids is not None:
+                smoother.forget(item.keep_ids)
+            out.append(res)
+        self._tick("post", t0, c0)
+        return out
+
+    def _run_group(self, group: list[_Item]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        crops = [c for item in group for c in item.crops]
+        return self.predict_crops(crops) if crops else (None, None)
+
+    def _batched(self, items: Iterable[_Item], max_pending: int,
+                 smoother: Smoother | None = None) -> Iterator[FrameResult]:
         """Run the model over the crops of many frames at once; yield frames in order."""
-        pending: deque[_Pending] = deque()
-        crops: list[np.ndarray] = []
+        groups = self._groups(items, max_pending)
+        if self.workers == 0:
+            for group in groups:
+                yield from self._finish(group, *self._run_group(group), smoother)
+            return
+        yield from self._pipelined(groups, smoother)
 
-        def flush() -> Iterator[FrameResult]:
-            probs, va = self.predict_crops(crops) if crops else (None, None)
-            t0 = time.perf_counter()
-            k = 0
-            out = []
-            while pending:
-                item = pending.popleft()
-                res = item.result
-                for j, det in enumerate(item.dets):
-                    p = None if probs is None else probs[k + j]
-                    v = None if va is None else va[k + j]
-                    if smoother is not None:
-                        sm = smoother(item.ids[j], probs=p, va=v)
-                        p, v = sm["probs"], sm["va"]
-                    label = self.labels[int(np.argmax(p))] if p is not None else None
-                    res.faces.append(FaceResult(res.source, res.frame, res.time_s, item.ids[j],
-                                                tuple(float(c) for c in det.box), det.score,
-                                                label, p, v, det.landmarks))
-                k += item.n
-                out.append(res)
-            crops.clear()
-            self.timings["post"] += time.perf_counter() - t0
-            yield from out
+    def _pipelined(self, groups: Iterator[list[_Item]], smoother: Smoother | None
+                   ) -> Iterator[FrameResult]:
+        """The two-stage pipeline: a producer thread decodes, detects and crops (it drives
+        ``groups``) and hands each group to a pool of ``workers`` model threads; this thread
+        takes the results in order, smooths them and yields them. At most ``workers + 2``
+        groups are in flight, so memory stays bounded. An exception in the producer or a model
+        call is raised here; closing the generator (or Ctrl-C) stops the producer."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        for result, dets, ids, face_crops in items:
-            pending.append(_Pending(result, dets, ids, len(face_crops)))
-            crops.extend(face_crops)
-            if len(crops) >= self.batch_size or len(pending) >= max_pending:
-                yield from flush()
-        if pending:
-            yield from flush()
+        handoff: queue.Queue = queue.Queue(maxsize=self.workers)
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bregnet-model")
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for group in groups:
+                    fut = pool.submit(self._run_group, group)
+                    if not put((group, fut)):
+                        return
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                put(_Failure(exc))
+                return
+            finally:
+                groups.close()  # type: ignore[attr-defined]
+            put(_END)
+
+        producer = threading.Thread(target=produce, name="bregnet-decode-detect", daemon=True)
+        producer.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is _END:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.exc
+                group, fut = item
+                yield from self._finish(group, *fut.result(), smoother)
+        finally:
+            stop.set()
+            while producer.is_alive():
+                try:  # let a producer blocked on a full queue see the stop
+                    handoff.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            producer.join()
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- images ---------------------------------------------------------------------------
     def predict_image(self, rgb: np.ndarray, source: str = "<image>") -> list[FaceResult]:
         """Faces in one RGB uint8 image, left to right; ``face_id`` is the index. No face: []."""
         dets, crops = self._detect_and_crop(rgb)
-        item = (FrameResult(source, 0, 0.0), dets, list(range(len(dets))), crops)
-        return next(iter(self._batched([item], max_pending=1))).faces
+        item = _Item(FrameResult(source, 0, 0.0), dets, list(range(len(dets))), crops)
+        return self._finish([item], *self._run_group([item]), None)[0].faces
 
-    def _image_items(self, paths: Sequence[Path], keep_images: bool, bar: Any):
+    def _image_items(self, paths: Sequence[Path], keep_images: bool, bar: Any) -> Iterator[_Item]:
         from ..data.image_io import read_image
 
         for path in paths:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 rgb = read_image(path, apply_exif=True)
             except BregnetError as exc:  # unreadable, not a regular file, or over a limit
-                self.timings["decode"] += time.perf_counter() - t0
+                self._tick("decode", t0, c0)
                 msg = str(exc)
                 self.problems.append(f"skipped: {msg}")
                 if bar is not None:
                     bar.update(1)
-                yield FrameResult(str(path), 0, 0.0, error=msg), [], [], []
+                yield _Item(FrameResult(str(path), 0, 0.0, error=msg), [], [], [])
                 continue
-            self.timings["decode"] += time.perf_counter() - t0
+            self._tick("decode", t0, c0)
             self.counts["frames"] += 1
             dets, crops = self._detect_and_crop(rgb)
             res = FrameResult(str(path), 0, 0.0, image=rgb if keep_images else None)
             if bar is not None:
                 bar.update(1)
-            yield res, dets, list(range(len(dets))), crops
+            yield _Item(res, dets, list(range(len(dets))), crops)
 
     def predict_paths(
         self,
@@ -363,7 +485,8 @@ class Predictor:
             from tqdm.auto import tqdm
 
             # kept images can be large photos: hold fewer of them while a batch fills
-            pending = min(self.batch_size, 4) if keep_images else self.batch_size
+            kept = max(1, 4 // (self.workers + 2)) if self.workers else 4   # ~4 in flight
+            pending = min(self.batch_size, kept) if keep_images else self.batch_size
             with tqdm(total=len(paths), unit="img", disable=not progress or len(paths) < 2,
                       desc="images", leave=False) as bar:
                 yield from self._batched(self._image_items(paths, keep_images, bar),
@@ -397,18 +520,28 @@ class Predictor:
         progress: bool = False,
         max_pending: int | None = None,
         skip_unreadable: bool = False,
+        det_every: int = 1,
+        det_side: int | None = None,
     ) -> Iterator[FrameResult]:
         """Stream a video file or webcam (an int or ``"webcam:N"``): one :class:`FrameResult` per
         sampled frame, in order, with tracked face IDs (``track=False``: IDs are per-frame indices)
         and exponential smoothing ``smooth`` in [0, 1) of probabilities and valence/arousal.
 
-        Memory is bounded by ``max_pending`` frames (default: ``batch_size``; 1 for a webcam, so
-        results are not delayed). Problems (a video ending early, undecodable frames) are added
-        to :attr:`problems`; the reader is available as :attr:`last_reader`. A file that cannot be
-        opened raises BregnetError, or with ``skip_unreadable`` yields one result with ``error``.
+        ``det_every=k`` detects on the whole frame every k-th sampled frame and refines the faces
+        in small windows in between (:class:`~bregnet.infer.schedule.DetectionSchedule`);
+        ``det_side`` is the longest side of the copy used for whole-frame detection (None: the
+        detector's ``max_side``). Memory is bounded by ``max_pending`` frames (default:
+        ``batch_size``; 1 for a webcam, so results are not delayed). Problems (a video ending
+        early, undecodable frames) are added to :attr:`problems`; the reader is available as
+        :attr:`last_reader` and the detection schedule as :attr:`last_schedule`. A file that
+        cannot be opened raises BregnetError, or with ``skip_unreadable`` yields one result with
+        ``error``.
         """
         from tqdm.auto import tqdm
 
+        if isinstance(self.detector, NoDetector):
+            det_every, det_side = 1, None   # the whole frame is the face: nothing to track
+        schedule = DetectionSchedule(self.detector, every=det_every, det_side=det_side)
         try:
             reader = VideoReader(source, every=every, fps=fps, max_frames=max_frames)
         except BregnetError as exc:
@@ -418,39 +551,47 @@ class Predictor:
             yield FrameResult(str(source), 0, 0.0, error=str(exc))
             return
         self.last_reader = reader
+        self.last_schedule = schedule
         if max_pending is None:
+            # kept frames can be large: about 8 of them in flight, with the pipeline's groups
+            kept = max(1, 8 // (self.workers + 2)) if self.workers else 8
             max_pending = 1 if reader.is_webcam else (
-                min(self.batch_size, 8) if keep_frames else self.batch_size)
+                min(self.batch_size, kept) if keep_frames else self.batch_size)
         if max_age is None:
             # about one second of sampled frames
             max_age = max(2, int(round(reader.output_fps))) if reader.output_fps else 10
         tracker = IoUTracker(iou_threshold, max_age) if track else None
         smoother = Smoother(smooth) if (smooth and track) else None
-        decode_before = 0.0
+        decode_before = [0.0, 0.0]
 
-        def items():
-            nonlocal decode_before
+        def add_decode() -> None:
+            wall, cpu = reader.decode_seconds, reader.decode_cpu_seconds
+            with self._timing_lock:
+                self.timings["decode"] += wall - decode_before[0]
+                self.cpu_timings["decode"] += cpu - decode_before[1]
+            decode_before[:] = [wall, cpu]
+
+        def items() -> Iterator[_Item]:
             with tqdm(total=reader.expected_frames, unit="frame", disable=not progress,
                       desc=Path(str(reader.name)).name, leave=False) as bar:
                 for frame in reader:
-                    self.timings["decode"] += reader.decode_seconds - decode_before
-                    decode_before = reader.decode_seconds
+                    add_decode()
                     self.counts["frames"] += 1
-                    dets, crops = self._detect_and_crop(frame.rgb)
-                    t0 = time.perf_counter()
+                    dets, crops = self._detect_and_crop(frame.rgb, schedule.detect)
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    keep = None
                     if tracker is not None:
                         ids = tracker.update([d.box for d in dets])
                         if smoother is not None and frame.index % 64 == 0:
-                            smoother.forget(tracker.active_ids)
+                            keep = tracker.active_ids
                     else:
                         ids = list(range(len(dets)))
-                    self.timings["post"] += time.perf_counter() - t0
+                    self._tick("post", t0, c0)
                     res = FrameResult(reader.name, frame.index, frame.time_s,
                                       image=frame.rgb if keep_frames else None)
                     bar.update(1)
-                    yield res, dets, ids, crops
-                self.timings["decode"] += reader.decode_seconds - decode_before
-                decode_before = reader.decode_seconds
+                    yield _Item(res, dets, ids, crops, keep)
+                add_decode()
 
         yield from self._batched(items(), max_pending=max_pending, smoother=smoother)
         self.problems.extend(reader.problems)

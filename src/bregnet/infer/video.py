@@ -69,6 +69,7 @@ class VideoReader:
         self.frames_decoded = 0     # frames read from the stream (grabbed)
         self.frames_yielded = 0
         self.decode_seconds = 0.0   # time spent grabbing and decoding
+        self.decode_cpu_seconds = 0.0   # CPU time of the reading thread for it
 
         webcam = isinstance(source, int) or (isinstance(source, str) and
                                              source.lower().startswith("webcam:"))
@@ -142,10 +143,10 @@ class VideoReader:
             while True:
                 if self.max_frames is not None and self.frames_yielded >= self.max_frames:
                     break
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 ok = cap.grab()
                 if not ok:
-                    self.decode_seconds += time.perf_counter() - t0
+                    self._spent(t0, c0)
                     if self.frame_count is None or self.frames_decoded + failures >= self.frame_count:
                         break
                     failures += 1
@@ -169,18 +170,18 @@ class VideoReader:
                 else:
                     keep = index % self.every == 0
                 if not keep:
-                    self.decode_seconds += time.perf_counter() - t0
+                    self._spent(t0, c0)
                     continue
                 ok, bgr = cap.retrieve()
                 if not ok or bgr is None or bgr.size == 0:
-                    self.decode_seconds += time.perf_counter() - t0
+                    self._spent(t0, c0)
                     self.problems.append(f"{self.name}: frame {index} could not be decoded; skipped")
                     continue
                 if bgr.ndim == 2:
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
                 else:
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                self.decode_seconds += time.perf_counter() - t0
+                self._spent(t0, c0)
                 if self.target_fps:
                     last_slot = slot
                 self.frames_yielded += 1
@@ -193,6 +194,10 @@ class VideoReader:
                 self.ended_early = True
                 self.problems.append(f"{self.name}: decoded {seen} of {self.frame_count} announced "
                                      "frames (the video ends early or has undecodable frames)")
+
+    def _spent(self, t0: float, c0: float) -> None:
+        self.decode_seconds += time.perf_counter() - t0
+        self.decode_cpu_seconds += time.thread_time() - c0
 
     def close(self) -> None:
         if self._cap is not None:

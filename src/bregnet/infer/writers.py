@@ -4,7 +4,11 @@ Columns, in this order: ``source, frame, time_s, face_id, x, y, w, h, det_score,
 p_<class>..., valence, arousal``; ``label`` and ``p_<class>`` only for a model with a categorical
 head, ``valence``/``arousal`` only for one with the dimensional head. One row per face per frame;
 with ``keep_empty`` a frame without faces is written once with empty face fields (empty cells in
-CSV, ``null`` in JSONL). Both writers stream: rows go to disk as they come.
+CSV, ``null`` in JSONL). Both writers stream: rows go to disk as they come, into a temporary file
+beside the target (:func:`bregnet.fileio.atomic_output`) that replaces it only when the writer is
+closed after a successful run (:meth:`RecordWriter.close`); :meth:`RecordWriter.abort` (or leaving
+the ``with`` block with an exception) removes it, so a failed run leaves an existing output as it
+was. A target that exists and is not a regular file (``/dev/stdout``, a pipe) is written directly.
 """
 
 from __future__ import annotations
@@ -20,28 +24,39 @@ from typing import Any, TextIO
 
 from ..csvsafe import spreadsheet_safe_row
 from ..errors import OutputError, UsageError
+from ..fileio import atomic_output
 from .results import FrameResult, record_columns
 
 __all__ = ["CsvWriter", "JsonlWriter", "MultiWriter", "RecordWriter", "open_writer", "output_format"]
 
 
+class _Aborted(Exception):
+    """Thrown into :func:`atomic_output` to make it discard its temporary file."""
+
+
 class RecordWriter:
-    """Base: ``write(frame_result)`` writes its records; ``close()``; usable as a context manager.
-    ``seconds`` accumulates the time spent formatting and writing."""
+    """Base: ``write(frame_result)`` writes its records; ``close()`` puts the file in place,
+    ``abort()`` discards it; usable as a context manager (an exception aborts). ``seconds``
+    accumulates the time spent formatting and writing. ``overwrite=False`` refuses to replace an
+    existing file (OutputError, before anything is written and again at the end)."""
 
     def __init__(self, target: str | os.PathLike | TextIO, labels: list[str], has_va: bool,
-                 keep_empty: bool = False) -> None:
+                 keep_empty: bool = False, overwrite: bool = True) -> None:
         self.labels = list(labels)
         self.has_va = bool(has_va)
         self.keep_empty = keep_empty
         self.columns = record_columns(self.labels, self.has_va)
         self.rows = 0
         self.seconds = 0.0
+        self._atomic: Any = None
         if isinstance(target, (str, os.PathLike)) and str(target) != "-":
             path = Path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._fh: TextIO = open(path, "w", newline="", encoding="utf-8")
+                if path.exists() and not path.is_file():  # a device or a pipe: never replaced
+                    self._fh: TextIO = open(path, "w", newline="", encoding="utf-8")
+                else:
+                    self._atomic = atomic_output(path, "w", overwrite=overwrite, newline="")
+                    self._fh = self._atomic.__enter__()
             except OSError as exc:
                 raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
             self._own = True
@@ -71,16 +86,32 @@ class RecordWriter:
         self._fh.flush()
 
     def close(self) -> None:
-        if self._own and not self._fh.closed:
+        """Finish: the file replaces the target (a file target), or the stream is flushed."""
+        if self._atomic is not None:
+            ctx, self._atomic = self._atomic, None
+            ctx.__exit__(None, None, None)
+        elif self._own and not self._fh.closed:
             self._fh.close()
         elif not self._own:
             self._fh.flush()
 
+    def abort(self) -> None:
+        """Discard what was written to a file target (an existing file stays as it was)."""
+        if self._atomic is not None:
+            ctx, self._atomic = self._atomic, None
+            exc = _Aborted()
+            ctx.__exit__(_Aborted, exc, None)
+        else:
+            self.close()
+
     def __enter__(self) -> "RecordWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class CsvWriter(RecordWriter):
@@ -127,11 +158,18 @@ class MultiWriter:
         for w in self.writers:
             w.close()
 
+    def abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+
     def __enter__(self) -> "MultiWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def output_format(target: str | os.PathLike | TextIO) -> str:
@@ -146,11 +184,12 @@ def output_format(target: str | os.PathLike | TextIO) -> str:
 
 
 def open_writer(target: str | os.PathLike | TextIO, labels: list[str], has_va: bool,
-                keep_empty: bool = False, fmt: str | None = None) -> RecordWriter:
+                keep_empty: bool = False, fmt: str | None = None, overwrite: bool = True
+                ) -> RecordWriter:
     """A CSV or JSONL writer chosen by ``fmt`` or the file suffix (:func:`output_format`)."""
     fmt = output_format(target) if fmt is None else fmt
     if fmt == "csv":
-        return CsvWriter(target, labels, has_va, keep_empty)
+        return CsvWriter(target, labels, has_va, keep_empty, overwrite)
     if fmt == "jsonl":
-        return JsonlWriter(target, labels, has_va, keep_empty)
+        return JsonlWriter(target, labels, has_va, keep_empty, overwrite)
     raise UsageError(f"unknown output format {fmt!r}; choose csv or jsonl")

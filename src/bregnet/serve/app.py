@@ -98,8 +98,8 @@ class _Selected(FaceDetector):
         self.threshold = float(threshold)
         self.max_faces = int(max_faces)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        dets = [d for d in self.inner.detect(rgb) if d.score >= self.threshold]
+    def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Detection]:
+        dets = [d for d in self.inner.detect(rgb, max_side=max_side) if d.score >= self.threshold]
         if len(dets) > self.max_faces:
             dets = sorted(dets, key=lambda d: -d.score)[:self.max_faces]
             dets.sort(key=lambda d: (d.box[0], d.box[1]))
