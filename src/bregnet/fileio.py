@@ -27,6 +27,8 @@ import errno
 import json
 import math
 import os
+import secrets
+import shutil
 import stat
 import tempfile
 from pathlib import Path, PurePath
@@ -36,6 +38,7 @@ from .errors import BregnetError, DataError, LimitError, OutputError
 from .limits import MAX_METADATA_BYTES, Limit
 
 __all__ = [
+    "atomic_link_or_copy",
     "atomic_output",
     "atomic_write",
     "atomic_write_bytes",
@@ -116,6 +119,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), fsync=fsync)
+
+
+def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike, fsync: bool = True) -> Path:
+    """Make ``dst`` a complete copy of the file ``src``, atomically: a hard link where the file
+    system allows one (no bytes copied, no space used), else a copy; either way through a
+    temporary name and a rename, so ``dst`` holds the old or the new content at every instant."""
+    src, dst = Path(src), Path(dst)
+    if same_file(src, dst):
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f"{_tmp_prefix(dst)}{secrets.token_hex(6)}{_TMP_SUFFIX}"
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if is_disk_full(exc) or isinstance(exc, FileNotFoundError):
+            raise
+        return atomic_write(dst, lambda t: shutil.copyfile(src, t), fsync=fsync)  # no hard links here
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(dst.parent)
+    return dst
 
 
 @contextlib.contextmanager
