@@ -80,8 +80,13 @@ def test_short_training_lowers_the_loss_and_writes_checkpoints(tmp_path, data):
     assert summary["status"] == "finished" and summary["epoch"] == 4
     losses = [row["train_loss"] for row in trainer.history]
     assert losses[-1] < losses[0] * 0.99, losses  # seen: 2.235 -> 2.173 (deterministic on CPU)
-    for name in ("best.safetensors", "best.json", "last.safetensors", "last.state.pt", "history.csv", "config.yaml"):
+    for name in ("best.safetensors", "best.json", "last.safetensors", "last.json", "history.csv", "config.yaml"):
         assert (tmp_path / name).is_file(), name
+    gens = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert gens == ["000003-step-18", "000004-step-24"], gens  # the newest two of 4 saves are kept
+    for name in ("model.safetensors", "best.safetensors", "state.pt", "manifest.json"):
+        assert (tmp_path / "checkpoints" / gens[-1] / name).is_file(), name
+    assert sha(tmp_path / "last.safetensors") == sha(tmp_path / "checkpoints" / gens[-1] / "model.safetensors")
     meta = read_metadata(tmp_path / "best.safetensors")
     assert meta.labels == train.classes and meta.va
     assert meta.recipe["train"]["lr"] == 3e-3
@@ -140,9 +145,11 @@ def test_nan_batch_stops_training_and_keeps_last_good_checkpoint(tmp_path, data)
     trainer.preprocess = NaNAfter(trainer.preprocess, k=6 + 3)  # 6 train steps + 1 val pass, then step 2 of epoch 2
     trainer.tcfg["epochs"] = 1
     trainer.fit()
-    before = {n: sha(tmp_path / n) for n in ("last.safetensors", "last.state.pt", "best.safetensors")}
+    names = ("last.safetensors", "best.safetensors", "checkpoints/000001-step-6/state.pt")
+    before = {n: sha(tmp_path / n) for n in names}
     trainer.tcfg["epochs"] = 3
-    with pytest.raises(TrainingDiverged, match="loss became nan at step 7"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 7 .*newest finite checkpoint is "
+                                               r".*000001-step-6 \(step 6, epoch 1\)"):
         trainer.fit()
     assert before == {n: sha(tmp_path / n) for n in before}
     model, _ = load_checkpoint(tmp_path / "last.safetensors")

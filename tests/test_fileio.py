@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,21 @@ def test_limits_come_from_the_environment(monkeypatch):
     with pytest.raises(LimitError, match="not a whole number"):
         MAX_CLASSES.check(1, "x")
     assert Limit("BREGNET_TEST_UNSET", 7, "things").value == 7
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp makes private 0o600 files; an output must be as readable as one open() writes,
+    and a replaced file keeps its own permissions."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    fresh = atomic_write_text(tmp_path / "fresh.txt", "y")
+    assert stat.S_IMODE(fresh.stat().st_mode) == expected
+    with atomic_output(tmp_path / "streamed.csv") as fh:
+        fh.write("a,b\n")
+    assert stat.S_IMODE((tmp_path / "streamed.csv").stat().st_mode) == expected
+    kept = tmp_path / "kept.txt"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    atomic_write_text(kept, "new")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"

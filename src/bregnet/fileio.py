@@ -27,6 +27,8 @@ import errno
 import json
 import math
 import os
+import secrets
+import shutil
 import stat
 import tempfile
 from pathlib import Path, PurePath
@@ -36,6 +38,7 @@ from .errors import BregnetError, DataError, LimitError, OutputError
 from .limits import MAX_METADATA_BYTES, Limit
 
 __all__ = [
+    "atomic_link_or_copy",
     "atomic_output",
     "atomic_write",
     "atomic_write_bytes",
@@ -59,6 +62,32 @@ _TMP_SUFFIX = ".tmp"
 
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}."
+
+
+def _read_umask() -> int:
+    """The process's umask (read once: setting it back and forth is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _make_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (same folder, so the final rename is atomic), with
+    the permissions the finished file should have: those of the file it replaces, or those a
+    plain ``open()`` would give (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``."""
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~_UMASK
+    try:
+        os.fchmod(fd, mode)
+    except OSError:  # a file system without permissions (e.g. some network shares)
+        pass
+    return fd, tmp
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -92,7 +121,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], Any], fsync:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
+    fd, tmp = _make_temp(path)
     os.close(fd)
     try:
         write_fn(tmp)
@@ -118,6 +147,32 @@ def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) ->
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), fsync=fsync)
 
 
+def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike, fsync: bool = True) -> Path:
+    """Make ``dst`` a complete copy of the file ``src``, atomically: a hard link where the file
+    system allows one (no bytes copied, no space used), else a copy; either way through a
+    temporary name and a rename, so ``dst`` holds the old or the new content at every instant."""
+    src, dst = Path(src), Path(dst)
+    if same_file(src, dst):
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f"{_tmp_prefix(dst)}{secrets.token_hex(6)}{_TMP_SUFFIX}"
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if is_disk_full(exc) or isinstance(exc, FileNotFoundError):
+            raise
+        return atomic_write(dst, lambda t: shutil.copyfile(src, t), fsync=fsync)  # no hard links here
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(dst.parent)
+    return dst
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w", overwrite: bool = True,
                   **open_kwargs: Any) -> Iterator[IO[Any]]:
@@ -133,7 +188,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", overwrite: bool = Tr
     path.parent.mkdir(parents=True, exist_ok=True)
     if "b" not in mode:
         open_kwargs.setdefault("encoding", "utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
+    fd, tmp = _make_temp(path)
     try:
         fh = os.fdopen(fd, mode, **open_kwargs)
     except BaseException:

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="train + evaluate on the embedded synthetic faces (a few minutes on a CPU)",
         description="Train a small multi-task BReG-NeXt on the embedded SYNTHETIC face data set "
                     "for a few minutes, evaluate it on held-out faces and write a report folder.")
-    p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
+    p.add_argument("--out", default="demo-report",
+                   help="report folder (default demo-report): new, empty, or an earlier demo's, whose "
+                        "outputs it replaces; a folder holding other files is refused")
     p.add_argument("--minutes", type=float_range(0.0, lo_open=True), default=2.5,
                    help="training time budget (default 2.5)")
     p.add_argument("--seed", type=non_negative_int, default=0)

@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=3e-4")
     p.add_argument("--out", help="run folder (default runs/<recipe name>)")
     add_data_args(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest complete checkpoint (the recipe must match)")
+    p.add_argument("--force-config", action="store_true",
+                   help="with --resume: continue with a deliberately changed schedule or budget (epochs, lr, "
+                        "...); never a changed model, task, label set or data")
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--evaluate-test", action="store_true",
                    help="after training, evaluate the best checkpoint on the test split")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.recipe, [*data_overrides(args), *args.overrides])
     out = args.out or f"runs/{cfg['name']}"
     summary = train_from_config(cfg, out, device=args.device, resume=args.resume,
-                                progress=not args.no_progress, evaluate_test=args.evaluate_test)
+                                progress=not args.no_progress, evaluate_test=args.evaluate_test,
+                                force_config=args.force_config)
     if summary.get("is_main", True):
         print(f"{summary['status']}: {summary['epoch']} epoch(s), {summary['step']} steps; best "
               f"{summary['select_metric']}={summary['best_value']} at epoch {summary['best_epoch']}; "

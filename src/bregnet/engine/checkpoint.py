@@ -12,7 +12,9 @@ A checkpoint is untrusted input: the file must be a regular file, its JSON heade
 every field the library uses: labels, preprocessing, crop policy, model arguments) before
 anything is built, so a tampered or broken file is one :class:`~bregnet.errors.CheckpointError`
 line (or a :class:`~bregnet.errors.LimitError` for a network too large to build), never a
-traceback or a huge allocation. Metrics that do not apply are written as ``null``, never as the
+traceback or a huge allocation. Weights or buffers that are not finite (a diverged run's ``inf``
+batch-norm variances) are refused the same way, unless asked for explicitly for inspection
+(``load_checkpoint(..., allow_nonfinite=True)``). Metrics that do not apply are written as ``null``, never as the
 bare ``NaN`` that is not JSON.
 """
 
@@ -44,6 +46,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointMeta",
     "load_checkpoint",
+    "nonfinite_report",
     "read_metadata",
     "save_checkpoint",
     "validate_metadata",
@@ -304,11 +307,35 @@ def build_model(meta: CheckpointMeta, where: str = "checkpoint") -> BregNet:
         raise LimitError(f"{where}: {exc}") from None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> tuple[BregNet, CheckpointMeta]:
+def nonfinite_report(tensors: dict[str, torch.Tensor] | torch.nn.Module) -> str | None:
+    """None when every floating-point tensor (weights and buffers such as batch-norm running
+    statistics) is finite; else a short description of what is not, e.g. ``inf in 8 values of
+    final_bn.running_var (and 3 more tensors)``."""
+    import torch
+
+    if isinstance(tensors, torch.nn.Module):
+        tensors = tensors.state_dict()
+    bad: list[tuple[str, torch.Tensor]] = []
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append((name, t))
+    if not bad:
+        return None
+    name, t = bad[0]
+    t = t.detach()
+    n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    kinds = " and ".join(f"{k} in {n} value{'s' if n != 1 else ''}" for k, n in (("NaN", n_nan), ("inf", n_inf)) if n)
+    more = f" (and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+    return f"{kinds} of {name}{more}"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    allow_nonfinite: bool = False) -> tuple[BregNet, CheckpointMeta]:
     """Rebuild the network from a checkpoint's metadata and load its weights (eval mode). ``path``
-    may also be a downloaded weights name (``bregnet weights list``)."""
-    import torch  # noqa: F401  (loaded here, not at import: metadata readers do not need it)
+    may also be a downloaded weights name (``bregnet weights list``).
+
+    Weights or buffers that are NaN or infinite are a CheckpointError (the model would answer
+    NaN for every input); ``allow_nonfinite=True`` loads them anyway, for inspection only."""
     from safetensors.torch import load_file
 
     p = _resolve(resolve_checkpoint(path))
@@ -318,6 +345,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = load_file(str(p), device=str(map_location))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read weights from {p}: {exc}") from None
+    if not allow_nonfinite:
+        bad = nonfinite_report(state)
+        if bad is not None:
+            raise CheckpointError(f"{p} holds non-finite weights ({bad}): the model would answer NaN; "
+                                  "it comes from a diverged run or a damaged file")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,28 +14,38 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import OutputError, UsageError
-from ..fileio import atomic_write_text, check_output_dir
+from ..fileio import atomic_write_text, check_output_dir, json_text
 from ..models import FAMILIES
 from .config import load_config, validate
 from .data import load_split
+from .runstate import GENERATION_FILES, RUN_FILES
 
-__all__ = ["run_ablation", "run_demo", "train_from_config"]
+__all__ = ["prepare_demo_folder", "run_ablation", "run_demo", "train_from_config"]
 
 
 def train_from_config(cfg: dict[str, Any], out_dir: str | Path, device: str | None = "auto",
                       resume: bool = False, progress: bool = True, evaluate_test: bool = False,
-                      callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Load data, train (or resume), and optionally score the best checkpoint on the test split."""
+                      callbacks: Sequence[Any] = (), force_config: bool = False) -> dict[str, Any]:
+    """Load data, train (or resume), and optionally score the best checkpoint on the test split.
+
+    A folder that already holds a run is only continued (``resume``), never trained over. The
+    resumed run must match ``cfg``; ``force_config`` continues a changed schedule or budget
+    (:meth:`~bregnet.engine.trainer.Trainer.resume`)."""
     from ..device import resolve_device
+    from .runstate import find_resumable, has_run
     from .trainer import build_trainer
 
+    if force_config and not resume:
+        raise UsageError("--force-config only applies with --resume")
     out_dir = check_output_dir(out_dir, "run folder")
     resolve_device(device)  # a device this machine lacks is one line, before the data loads
-    if not resume and (out_dir / "last.state.pt").exists():
+    if not resume and has_run(out_dir):
         raise OutputError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume:
+        find_resumable(out_dir)  # nothing to resume, or only damaged state: one line before the data loads
     trainer = build_trainer(cfg, out_dir, device=device, progress=progress, callbacks=callbacks)
     if resume:
-        trainer.resume()
+        trainer.resume(force_config=force_config)
     summary = trainer.fit()
     summary["is_main"] = trainer.dist.is_main
     test_split = cfg["data"].get("test_split")
@@ -48,6 +61,82 @@ def train_from_config(cfg: dict[str, Any], out_dir: str | Path, device: str | No
     return summary
 
 
+DEMO_MARKER = ".bregnet-demo.json"
+_DEMO_FORMAT = "bregnet-demo/1"
+# what a demo writes, by name: the report (top level) and the trainer's run folder ``run/``
+_DEMO_REPORT = ("metrics.json", "metrics.md", "train_summary.json", "confusion_matrix.png", "per_class_f1.png",
+                "reliability.png", "faces.png", "valence_arousal.png", "learning_curves.png")
+_DEMO_NAMES = re.compile(
+    r"^(?:(?:{rep})|\.(?:{rep})\.[A-Za-z0-9_]+\.tmp"
+    r"|run/(?:\.(?:{run})\.[A-Za-z0-9_]+\.tmp|(?:{run}))"
+    r"|run/checkpoints/\d{{6,}}-step-\d+/(?:\.(?:{gen})\.[A-Za-z0-9_]+\.tmp|(?:{gen}))"
+    r"|run/tb/events\.out\.tfevents\.[^/]+)$".format(
+        rep="|".join(map(re.escape, _DEMO_REPORT)), run="|".join(map(re.escape, RUN_FILES)),
+        gen="|".join(map(re.escape, GENERATION_FILES))))
+
+
+def _demo_files(out: Path) -> dict[str, int]:
+    """Every file (or link) under ``out`` but the marker: relative POSIX path -> size."""
+    found = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_dir() and not p.is_symlink():
+            continue
+        rel = p.relative_to(out).as_posix()
+        if rel != DEMO_MARKER:
+            found[rel] = p.lstat().st_size
+    return found
+
+
+def _write_demo_marker(out: Path, files: dict[str, int], complete: bool) -> None:
+    doc = {"format": _DEMO_FORMAT, "complete": complete, "files": files}
+    atomic_write_text(out / DEMO_MARKER, json_text(doc, indent=1) + "\n")
+
+
+def prepare_demo_folder(out: str | Path) -> list[str]:
+    """Make ``out`` ready for a demo: refuse (OutputError, one line) a folder holding any file the
+    demo did not write, else delete the demo's own earlier outputs there (those its marker
+    ``.bregnet-demo.json`` lists, unchanged in size; after an interrupted demo, also the files
+    it writes by name). Returns the files removed."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    present = _demo_files(out)
+    if not present:
+        return []
+    doc: Any = None
+    marker = out / DEMO_MARKER
+    if marker.is_file():
+        try:
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            doc = None  # unreadable: nothing here is known to be the demo's
+    if not (isinstance(doc, dict) and doc.get("format") == _DEMO_FORMAT and isinstance(doc.get("files"), dict)):
+        first = next(iter(present))
+        raise OutputError(f"{out} holds files the demo did not write ({first}{_more(present)}); "
+                          "choose a new or empty --out folder")
+    listed, complete = doc["files"], doc.get("complete") is True
+
+    def ours(rel: str, size: int) -> bool:
+        return listed.get(rel) == size or (not complete and _DEMO_NAMES.match(rel) is not None)
+
+    foreign = [rel for rel, size in present.items() if not ours(rel, size)]
+    if foreign:
+        raise OutputError(f"{out} holds files the demo did not write or that changed since "
+                          f"({foreign[0]}{_more(foreign)}); choose a new or empty --out folder")
+    for rel in present:
+        with contextlib.suppress(FileNotFoundError):
+            (out / rel).unlink()
+    checkpoints = out / "run" / "checkpoints"  # the folders the trainer made, now empty
+    for d in [*(checkpoints.glob("*-step-*") if checkpoints.is_dir() else ()), checkpoints, out / "run" / "tb"]:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    return list(present)
+
+
+def _more(items: Any) -> str:
+    return f" and {len(items) - 1} more" if len(items) > 1 else ""
+
+
 def run_demo(out_dir: str | Path = "demo-report", max_time_s: float | None = None, seed: int = 0,
              progress: bool = True, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Train the demo recipe on the synthetic faces, evaluate it on held-out faces, write a report.
@@ -61,18 +150,16 @@ def run_demo(out_dir: str | Path = "demo-report", max_time_s: float | None = Non
     from .checkpoint import load_checkpoint
     from .trainer import Trainer
 
-    check_output_dir(out_dir, "report folder")
+    out = check_output_dir(out_dir, "report folder")
     t0 = time.perf_counter()
     items = [f"train.seed={seed}", f"data.options.seed={seed}", *overrides]
     if max_time_s is not None:
         items.append(f"train.max_time_s={max_time_s}")
     cfg = load_config("demo", items)
-    out = Path(out_dir)
+    prepare_demo_folder(out)  # only the demo's own earlier outputs are ever replaced
+    out.mkdir(parents=True, exist_ok=True)
+    _write_demo_marker(out, {}, complete=False)
     run_dir = out / "run"
-    if (run_dir / "last.state.pt").exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
     data = cfg["data"]
     train_ds = load_split(data, "train", progress=progress)
     val_ds = load_split(data, "val", progress=progress)
@@ -91,6 +178,7 @@ def run_demo(out_dir: str | Path = "demo-report", max_time_s: float | None = Non
     files = write_evaluation(out, metrics, arrays, title="bregnet demo: BReG-NeXt on synthetic faces",
                              images=test_ds.images, history=run_dir / "history.csv")
     write_json(summary, out / "train_summary.json")
+    _write_demo_marker(out, _demo_files(out), complete=True)
     metrics["report"] = str(out)
     metrics["files"] = files
     return metrics

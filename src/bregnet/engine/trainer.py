@@ -1,16 +1,20 @@
 """The training loop: the paper's recipe, checkpoints that lose nothing, DDP, mixed precision.
 
 Randomness is derived from (seed, epoch, step, rank) rather than carried in global RNG state,
-so a run interrupted at any step and resumed from ``last.state.pt`` produces, on the CPU, the
-same weights as a run that was never interrupted.
+so a run interrupted at any step (or killed at any instant) and resumed from its newest complete
+checkpoint generation (:mod:`bregnet.engine.runstate`) produces, on the CPU, the same weights as a
+run that was never interrupted. Nothing non-finite is saved: weights, buffers and losses are
+checked before every save, and a diverged run stops naming the newest finite checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import signal
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,12 +24,12 @@ import torch
 from torch import nn
 
 from ..data.base import ArrayDataset
-from ..errors import BregnetError, CheckpointError, ConfigError, DataError, UsageError
-from ..fileio import atomic_write, atomic_write_text
+from ..errors import BregnetError, CheckpointError, ConfigError, DataError, OutputError, UsageError
+from ..fileio import atomic_write, atomic_write_text, is_disk_full
 from ..losses import build_loss
 from ..models import create_model, split_outputs
 from ..preprocess import Preprocess
-from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointMeta, load_checkpoint, nonfinite_report, read_metadata
 from .config import select_metric_direction
 from .distributed import all_reduce_mean, barrier, setup_distributed
 from .evaluate import evaluate_split
@@ -35,7 +39,8 @@ __all__ = ["Trainer", "TrainingDiverged", "staircase_lr"]
 
 
 class TrainingDiverged(BregnetError):
-    """The loss became NaN or infinite; the last good checkpoint was left untouched."""
+    """The loss, the weights or a buffer became NaN or infinite; nothing of it was saved and the
+    newest finite checkpoint was left as it was."""
 
 
 def staircase_lr(base: float, step: int, decay: float, every: int) -> float:
@@ -54,8 +59,9 @@ def _mix(*parts: int) -> int:
 class Trainer:
     """Train one model on one data set according to a config (see :mod:`bregnet.engine.config`).
 
-    Files in ``out_dir``: ``best.safetensors`` (+ ``.json``), ``last.safetensors`` and
-    ``last.state.pt`` (optimiser, step, history: for ``resume``), ``history.csv``, ``config.yaml``.
+    Files in ``out_dir``: ``best.safetensors`` and ``last.safetensors`` (+ ``.json``),
+    ``checkpoints/<generation>-step-<N>/`` (the consistent state ``resume`` continues from, see
+    :mod:`bregnet.engine.runstate`), ``history.csv``, ``config.yaml``.
     ``callbacks`` receive ``on_step(trainer, indices, loss)`` and ``on_epoch(trainer, row)``.
     """
 
@@ -88,6 +94,9 @@ class Trainer:
         self._stop_requested = False
         self._running: list = [0.0, 0, 0]  # loss sum, correct, seen within the current epoch
         self.status = "new"
+        self.run_id = uuid.uuid4().hex  # ties a run's saved files together; kept by resume
+        self._saved: tuple[str, int, int] | None = None  # newest complete save: (where, step, epoch)
+        self._best_source: Path | None = None  # the best checkpoint file saved so far
 
     # ------------------------------------------------------------------ set-up
     def _check_data(self) -> None:
@@ -221,36 +230,108 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "history": self.history, "best_value": self.best_value, "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs, "status": self.status, "running": list(self._running),
+            "run_id": self.run_id,
         }
 
-    def save_last(self) -> None:
-        """Write ``last.safetensors`` and ``last.state.pt`` atomically (rank 0 only)."""
+    def _newest_saved(self) -> str:
+        """Where the newest complete checkpoint of this run is, for messages."""
+        if self._saved is None:
+            return f"no checkpoint of this run was saved in {self.out_dir} yet"
+        where, step, epoch = self._saved
+        return (f"the newest finite checkpoint is {self.out_dir / 'last.safetensors'} = {where} "
+                f"(step {step}, epoch {epoch}), left as it was")
+
+    def _check_finite(self, row: dict[str, Any] | None) -> None:
+        """TrainingDiverged unless the weights, the buffers (batch-norm running statistics) and
+        the losses of ``row`` are finite: nothing non-finite is ever saved as good."""
+        bad = nonfinite_report(self.model)
+        for key in ("train_loss", "val_loss"):
+            value = (row or {}).get(key)
+            if bad is None and isinstance(value, float) and not math.isfinite(value):
+                bad = f"{key} = {value}"
+        if bad is not None:
+            raise TrainingDiverged(
+                f"the model became non-finite by step {self.step} (epoch {self.epoch}): {bad}; "
+                f"not saved; {self._newest_saved()}; try a lower train.lr")
+
+    @contextlib.contextmanager
+    def _disk_full_is_one_line(self, what: str):
+        """A full disk while saving: one line saying that the previous state is intact."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise OutputError(f"disk full while writing {what} at step {self.step} in {self.out_dir}; "
+                              f"{self._newest_saved()}; free space and continue with --resume") from None
+
+    def save_last(self, best: bool = False) -> None:
+        """Save the run's state as a new checkpoint generation and publish ``last.safetensors``
+        (and ``best.safetensors``; ``best``: this model is the best so far), rank 0 only. The
+        state is checked to be finite first; older generations are pruned once it is complete."""
         if not self.dist.is_main:
             return
-        save_checkpoint(self.out_dir / "last.safetensors", self.model, self.meta(self._last_metrics()))
-        state = self._state()
-        atomic_write(self.out_dir / "last.state.pt", lambda tmp: torch.save(state, tmp))
+        from .runstate import next_generation, prune, publish, write_generation
+
+        row = self._last_metrics()
+        self._check_finite(row)
+        with self._disk_full_is_one_line("the checkpoint"):
+            gen = write_generation(
+                self.out_dir, next_generation(self.out_dir), step=self.step, epoch=self.epoch,
+                run_id=self.run_id, model=self.model, meta=self.meta(row), state=self._state(),
+                best_is_last=best, best_source=self._best_source, status=self.status)
+            self._saved = (str(gen.path.relative_to(self.out_dir)), gen.step, gen.epoch)
+            self._best_source = gen.best_path
+            publish(self.out_dir, gen)
+        prune(self.out_dir, self.run_id)
 
     def _last_metrics(self) -> dict[str, Any]:
         return dict(self.history[-1]) if self.history else {}
 
-    def resume(self) -> None:
-        """Continue from ``out_dir/last.*``: same step, learning rate, optimiser state, data order."""
-        path = self.out_dir / "last.state.pt"
-        if not path.is_file():
-            raise CheckpointError(f"nothing to resume: {path} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt or foreign file: never unpickle arbitrary objects
-            raise CheckpointError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
-        model, _ = load_checkpoint(self.out_dir / "last.safetensors", map_location=self.device)
+    def resume(self, force_config: bool = False) -> None:
+        """Continue from the newest complete checkpoint generation in ``out_dir``: same step,
+        learning rate, optimiser state, data order. The saved run must have this model, task,
+        labels and recipe; ``force_config`` continues a changed schedule or budget (epochs, lr,
+        ...) and says so, never a changed model, task, label set or data. CheckpointError (one
+        line naming the first difference, or what is wrong with the files) otherwise."""
+        from .runstate import check_state, find_resumable, publish, run_differences
+
+        found = find_resumable(self.out_dir)
+        if self.dist.is_main:
+            for note in found.skipped:
+                print(f"bregnet: skipped {note}", flush=True)
+        saved_meta = read_metadata(found.model_path)
+        diffs = run_differences(saved_meta, self.meta(), self.cfg, self.task)
+        fixed = [d for d in diffs if d.fixed]
+        if fixed:
+            raise CheckpointError(f"cannot resume {self.out_dir}: {fixed[0]}: a run continues with the model, "
+                                  "task, labels and data it started with (start a new run in another --out)")
+        if diffs and not force_config:
+            more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            raise CheckpointError(f"cannot resume {self.out_dir}: the recipe changed: {diffs[0]}{more}; "
+                                  "pass --force-config to continue with the changed recipe")
+        if diffs and self.dist.is_main:
+            print(f"bregnet: --force-config: continuing {self.out_dir} with a changed recipe: "
+                  + "; ".join(str(d).replace(", asked ", ", now ") for d in diffs), flush=True)
+        params = [g["params"] for g in self.optimizer.param_groups]
+        state = check_state(found.state, str(found.state_path), params)
+        model, _ = load_checkpoint(found.model_path, map_location=self.device)
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.param_groups[0]["weight_decay"] = float(self.tcfg["weight_decay"])  # the recipe's
         self.scaler.load_state_dict(state["scaler"])
         for key in ("step", "epoch", "step_in_epoch", "history", "best_value", "best_epoch", "bad_epochs"):
             setattr(self, key, state[key])
         self._running = list(state.get("running", [0.0, 0, 0]))
+        self.run_id = state.get("run_id") if isinstance(state.get("run_id"), str) else self.run_id
+        self._saved, self._best_source = (found.where, self.step, self.epoch), found.best_path
         self.status = "resumed"
+        if found.generation is not None and self.dist.is_main:
+            with self._disk_full_is_one_line("last.safetensors"):
+                publish(self.out_dir, found.generation)  # the run folder shows the state resumed
+        if self.progress:
+            print(f"bregnet: resuming {self.out_dir} from {found.where} (step {self.step}, epoch {self.epoch})",
+                  flush=True)
 
     # ------------------------------------------------------------------ loop
     def request_stop(self) -> None:
@@ -277,6 +358,9 @@ class Trainer:
         if self.dist.is_main:
             import yaml
 
+            from .runstate import remove_debris
+
+            remove_debris(self.out_dir)  # temporaries and generations of an interrupted save
             atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         previous = None
         try:
@@ -390,8 +474,8 @@ class Trainer:
             loss = self.loss_fn(out, targets, va)
         if not torch.isfinite(loss.detach()).all():
             raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.step} (epoch {self.epoch + 1}); stopped. "
-                f"The last good checkpoint in {self.out_dir} is untouched; try a lower train.lr")
+                f"loss became {loss.item()} at step {self.step} (epoch {self.epoch + 1}); stopped; "
+                f"{self._newest_saved()}; try a lower train.lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -429,6 +513,7 @@ class Trainer:
             "train_loss": float(loss_t[0]), "train_accuracy": float(loss_t[1]),
             "time_s": round(time.perf_counter() - t0, 2),
         }
+        self._check_finite(row)  # a non-finite model is neither scored nor saved
         improved = False
         if self.val_ds is not None and self.dist.is_main:
             metrics, _, _ = self.evaluate(self.val_ds)
@@ -440,15 +525,15 @@ class Trainer:
                           (value > self.best_value if self.select_higher else value < self.best_value))
                 if better:
                     self.best_value, self.best_epoch, improved = float(value), self.epoch, True
+        self._check_finite(row)  # the validation loss too, before anything is recorded
         if self.val_ds is not None:  # without validation there is nothing to stop early on
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
         self.history.append(row)
         if self.dist.is_main:
-            self._write_history()
+            with self._disk_full_is_one_line("history.csv"):
+                self._write_history()
             # until the selection metric has had a finite value, the latest model stands as best
-            if improved or self.val_ds is None or self.best_epoch is None:
-                save_checkpoint(self.out_dir / "best.safetensors", self.model, self.meta(row))
-            self.save_last()
+            self.save_last(best=improved or self.val_ds is None or self.best_epoch is None)
             if self.progress:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items()
                                   if k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
