@@ -155,8 +155,13 @@ def agreement(ref: list[dict], got: list[dict]) -> dict:
         if pcols:
             max_diff = max(max_diff, max(abs(float(r[c]) - float(best[c])) for c in pcols))
     n = max(1, len(ref))
+    # how varied the reference's labels are: a model that gives one label to every face agrees
+    # with anything, so the agreement means little unless the reference itself varies
+    counts: dict[str, int] = {}
+    for r in ref:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
     return {"faces": len(ref), "label_agreement": same / n, "missed": missed,
-            "max_prob_diff": max_diff}
+            "max_prob_diff": max_diff, "reference_labels": counts}
 
 
 TIMING = re.compile(r"start-up \(command to first record\) ([\d.]+|unknown)(?: s)?; model load ([\d.]+) s")
@@ -387,6 +392,9 @@ def main(argv=None) -> int:
                       "wall_s": best["wall_s"], "faces": best["faces"],
                       "load_before": [r["load_before"] for r in fer_runs]})
     print(json.dumps(info))
+    print("reference labels (video): "
+          f"{agreement(ref_rows, ref_rows)['reference_labels']}; (photos): "
+          f"{agreement(photo_ref, photo_ref)['reference_labels']}")
     stages = ["decode", "detect", "crop", "model", "post"]
     print("| setting | frames/s (images/s) | start-up s | " + " | ".join(stages) +
           " | peak MiB | label agreement | max prob diff | load |")

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bregnet.errors import UsageError
 from bregnet.losses import (
     FocalLoss,
     MultiTaskLoss,
@@ -309,7 +310,7 @@ def test_multitask_sum_and_components() -> None:
         float(parts["cls"]) + 0.5 * float(parts["va"]), rel=1e-6)
     with pytest.raises(ValueError, match="needs valence/arousal targets"):
         mt((logits, va), labels, None)
-    with pytest.raises(ValueError, match=r"\(logits, va\)"):
+    with pytest.raises(UsageError, match=r"\(logits, va\)"):  # the one output contract
         mt(logits, labels, va_t)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -278,3 +279,30 @@ def test_onnx_export_holds_the_plain_formula(tmp_path, exporter):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert abs(got - expected).max() < 1e-4
+
+
+def test_the_predictors_pytorch_backend_compiles_nothing_unless_asked(monkeypatch):
+    """Compiling costs seconds per process, more than the fused forward saves on a short clip:
+    the predictor runs the eager formulas (same outputs) unless BREGNET_FUSED=1."""
+    from bregnet.infer.predictor import TorchBackend
+
+    ran = []
+    real_call = _fused.fused_call
+    monkeypatch.setattr(_fused, "fused_call", lambda *a: ran.append(a[0]) or real_call(*a))
+    monkeypatch.delenv("BREGNET_FUSED", raising=False)
+    _fused.set_fused(None)
+    torch.manual_seed(0)
+    model = create_model("bregnext32", stages=((1, 16), (1, 32)), stem_width=16).eval()
+    backend = TorchBackend(model)
+    x = torch.randn(4, 3, 64, 64).numpy()   # units of 4 x 16 x 64 x 64 = 2^18 values
+    eager_logits, _ = backend.run(x)
+    assert ran == []
+    with _fused.eager():            # nested and restored
+        with _fused.eager():
+            pass
+        assert not _fused.usable(torch.randn(SHAPE))
+    assert _fused.usable(torch.randn(SHAPE))
+    monkeypatch.setenv("BREGNET_FUSED", "1")
+    fused_logits, _ = backend.run(x)
+    assert "add" in ran
+    np.testing.assert_allclose(fused_logits, eager_logits, rtol=1e-4, atol=1e-5)

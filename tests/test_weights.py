@@ -695,7 +695,7 @@ def test_weights_cli_help_and_info(capsys):
     assert rc == 0
     out = " ".join(out.split())
     for text in ("bregnext50", "5953bdb15bc0769fcab863adf17e046e335ae9da", "36,901,805 bytes",
-                 "margin 0, square False, align False, border clamp", "not reproduced", "no licence",
+                 "box crop: margin 0, not square, no alignment, border clamp", "not reproduced", "no licence",
                  "CRC32C of each of 840 tensors", "not downloaded (bregnet weights download"):
         assert text in out, text
     rc, _, err = cli(capsys, "weights")

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.network import split_outputs
+
 __all__ = [
     "IGNORE_INDEX",
     "FocalLoss",
@@ -434,10 +436,12 @@ class MultiTaskLoss(nn.Module):
     Called as ``loss_fn(outputs, labels, va_targets)``:
 
     * both losses: ``outputs`` is the model's ``(logits, va)`` tuple;
-    * only ``cls_loss`` (``va_loss=None``): ``outputs`` is the logits (a tuple's first element is
-      taken), ``va_targets`` is ignored and may be None;
-    * only ``va_loss`` (``cls_loss=None``): ``outputs`` is the (N, 2) va tensor (a tuple's second
-      element is taken), ``labels`` is ignored and may be None.
+    * only ``cls_loss`` (``va_loss=None``): ``outputs`` is the logits, ``va_targets`` is ignored
+      and may be None;
+    * only ``va_loss`` (``cls_loss=None``): ``outputs`` is the (N, 2) va tensor, ``labels`` is
+      ignored and may be None.
+
+    The outputs are taken apart by the one output contract, :func:`bregnet.models.split_outputs`.
 
     Samples missing one kind of target (label -1, NaN va) simply drop out of that term.
     :meth:`components` returns the parts for logging.
@@ -457,20 +461,10 @@ class MultiTaskLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"va_weight={self.va_weight}"
 
-    def _split(self, outputs: Tensor | Sequence[Tensor]) -> tuple[Tensor | None, Tensor | None]:
-        if isinstance(outputs, Tensor):
-            if self.cls_loss is not None and self.va_loss is not None:
-                raise ValueError("multi-task loss expects outputs (logits, va), got one tensor")
-            return (outputs, None) if self.cls_loss is not None else (None, outputs)
-        if len(outputs) != 2:
-            raise ValueError(f"outputs must be a tensor or a (logits, va) pair, got {len(outputs)} "
-                             "items")
-        return outputs[0], outputs[1]
-
     def components(self, outputs: Tensor | Sequence[Tensor], labels: Tensor | None = None,
                    va_targets: Tensor | None = None) -> dict[str, Tensor]:
         """``{"cls": ..., "va": ..., "loss": total}`` (only the parts that exist)."""
-        logits, va = self._split(outputs)
+        logits, va = split_outputs(outputs, self.cls_loss is not None, self.va_loss is not None)
         parts: dict[str, Tensor] = {}
         total: Tensor | None = None
         if self.cls_loss is not None:

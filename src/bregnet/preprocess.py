@@ -18,7 +18,7 @@ from .errors import UsageError
 if TYPE_CHECKING:  # torch is imported where it is used: the ONNX Runtime path never loads it
     import torch
 
-__all__ = ["BORDERS", "CROP_KINDS", "CROP_RULES", "MARGIN_RANGE", "PAPER_MEAN", "CropPolicy", "Preprocess"]
+__all__ = ["BORDERS", "COLORS", "CROP_KINDS", "CROP_RULES", "MARGIN_RANGE", "PAPER_MEAN", "CropPolicy", "Preprocess"]
 
 PAPER_MEAN: tuple[float, float, float] = (0.5727663, 0.44812188, 0.39362228)
 #: How pixels outside the image are handled (see :func:`bregnet.crop.crop_face`).
@@ -157,9 +157,19 @@ CROP_RULES: dict[str, CropPolicy] = {
 }
 
 
+#: The colour a model's input images have (``Preprocess.color``): ``RGB``; ``BGR`` (channels in
+#: OpenCV's order); ``GRAY``: the model was trained on grayscale images stored as three equal
+#: channels (FER2013, FERPlus), so a colour photo's face is made gray the same way before it runs.
+COLORS = ("RGB", "BGR", "GRAY")
+
+# ITU-R BT.601 luma, the weights PIL's convert("L") and OpenCV's RGB2GRAY use
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Input size, colour order and normalisation ``(x * scale - mean) / std`` per channel."""
+    """Input size, colour (:data:`COLORS`) and normalisation ``(x * scale - mean) / std`` per
+    channel, and the crop policy: what a face crop goes through before the network sees it."""
 
     input_size: int = 64
     color: str = "RGB"
@@ -187,11 +197,35 @@ class Preprocess:
         kwargs["crop"] = CropPolicy.from_dict(d.get("crop"))
         return cls(**kwargs)
 
+    def to_model_colors(self, crops_hwc: np.ndarray) -> np.ndarray:
+        """uint8 RGB crops ``(..., 3)`` -> the colours the model was trained on: unchanged for
+        ``RGB``, channels reversed for ``BGR``, BT.601 luma in all three channels for ``GRAY``
+        (a gray image passes unchanged, so crops of FER2013-like data are exactly the same)."""
+        color = self.color.upper()
+        if color == "BGR":
+            return crops_hwc[..., ::-1]
+        if color == "GRAY":
+            x = crops_hwc.astype(np.float32)
+            luma = np.rint(x[..., 0] * _LUMA[0] + x[..., 1] * _LUMA[1] + x[..., 2] * _LUMA[2])
+            return np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+        return crops_hwc
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or float batch (N, 3, H, W) in [0, 255] -> float32 network input."""
+        """uint8 or float RGB batch (N, 3, H, W) in [0, 255] -> float32 network input (in the
+        model's colours, :meth:`to_model_colors`)."""
         import torch
 
-        x = images.to(torch.float32) * self.scale
+        x = images.to(torch.float32)
+        color = self.color.upper()
+        if color == "BGR":
+            x = x.flip(1)
+        elif color == "GRAY":
+            w = [float(v) for v in _LUMA]   # the same float32 operations as to_model_colors
+            luma = x[:, 0] * w[0] + x[:, 1] * w[1] + x[:, 2] * w[2]
+            if not images.is_floating_point():
+                luma = luma.round().clamp_(0, 255)
+            x = luma.unsqueeze(1).expand(-1, 3, -1, -1)
+        x = x * self.scale
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         if all(s == 1.0 for s in self.std):
@@ -199,7 +233,8 @@ class Preprocess:
         return (x - mean) / std
 
     def normalize_numpy(self, images_hwc: np.ndarray) -> np.ndarray:
-        """uint8 batch (N, H, W, 3) -> float32 NCHW input, for ONNX Runtime and other numpy paths."""
-        x = images_hwc.astype(np.float32) * np.float32(self.scale)
+        """uint8 RGB batch (N, H, W, 3) -> float32 NCHW input (in the model's colours), for ONNX
+        Runtime and other numpy paths."""
+        x = self.to_model_colors(images_hwc).astype(np.float32) * np.float32(self.scale)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

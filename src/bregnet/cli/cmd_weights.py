@@ -127,9 +127,7 @@ def run_info(args: argparse.Namespace) -> int:
         wrap("labels", ", ".join(e.labels) + " (output order)"),
         wrap("input", f"{pp.input_size}x{pp.input_size} {pp.color}, x*{pp.scale:.6g} - mean "
                       f"{list(pp.mean)}, / std {list(pp.std)}"),
-        wrap("crop", f"margin {crop.margin:g}, square {crop.square}, align {crop.align}, "
-                     f"border {crop.border}"
-                     + (f": {e.metadata['crop']}" if "crop" in e.metadata else "")),
+        wrap("crop", crop.describe() + (f": {e.metadata['crop']}" if "crop" in e.metadata else "")),
         wrap("source", f"{e.source.repository} at commit {e.source.commit}"
                        + (f" ({e.source.homepage})" if e.source.homepage else "")),
     ]

@@ -34,7 +34,7 @@ from .._version import __version__
 from ..errors import CheckpointError, LimitError, UsageError
 from ..fileio import atomic_write, atomic_write_text, check_input_file, json_text
 from ..limits import MAX_CLASSES, MAX_CROP_SIDE, MAX_METADATA_BYTES
-from ..preprocess import CropPolicy, Preprocess
+from ..preprocess import COLORS, CropPolicy, Preprocess
 from ..weights.cache import resolve_checkpoint
 
 if TYPE_CHECKING:  # torch and the models load where they are used: reading metadata needs neither
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "bregnet-checkpoint/1"
-_COLORS = ("RGB", "BGR")
+_COLORS = COLORS
 
 
 def _bad(where: str, what: str, value: Any) -> CheckpointError:
@@ -97,7 +97,7 @@ def _validate_preprocess(pre: Any) -> Preprocess:
         kwargs["input_size"] = size
     if "color" in pre:
         if pre["color"] not in _COLORS:
-            raise _bad("preprocess.color", "RGB or BGR", pre["color"])
+            raise _bad("preprocess.color", " or ".join(_COLORS), pre["color"])
         kwargs["color"] = pre["color"]
     if "scale" in pre:
         kwargs["scale"] = _number(pre["scale"], "preprocess.scale", positive=True)

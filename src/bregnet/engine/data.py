@@ -28,6 +28,20 @@ def crop_policy_of(ds: ArrayDataset) -> CropPolicy:
         raise DataError(f"{ds.name}/{ds.split}: the recorded crop policy is not valid ({exc})") from None
 
 
+def color_of(ds: ArrayDataset, sample: int = 4096) -> str:
+    """``GRAY`` when the images of ``ds`` are grayscale (three equal channels in every one of up
+    to ``sample`` images spread over the set, as FER2013's and FERPlus's are), else ``RGB``: what
+    the trainer stores as ``preprocess.color``, so the predictor makes a colour photo's face gray
+    before a model that has only seen gray faces runs on it."""
+    images = ds.images
+    if len(images) == 0:
+        return "RGB"
+    idx = np.unique(np.linspace(0, len(images) - 1, min(sample, len(images))).astype(np.int64))
+    x = np.asarray(images[idx])
+    gray = bool(np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2]))
+    return "GRAY" if gray else "RGB"
+
+
 def load_split(data_cfg: dict[str, Any], split: str, progress: bool = True) -> ArrayDataset:
     """Load one split: from the prepared cache when ``data.cache`` is set (building it first if
     it does not exist yet, else refusing it unless it was made from this data set, root, split

@@ -78,10 +78,11 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self._check_data()
         self.classes = list(train_ds.classes) if self.task != "dimensional" else []
-        from .data import crop_policy_of
+        from .data import color_of, crop_policy_of
 
-        # the crop the training images were made with: the predictor repeats it on detector boxes
-        self.preprocess = Preprocess(crop=crop_policy_of(train_ds))
+        # the crop the training images were made with (the predictor repeats it on detector
+        # boxes) and their colour (a model trained on gray faces is run on gray faces)
+        self.preprocess = Preprocess(color=color_of(train_ds), crop=crop_policy_of(train_ds))
         self._build_model()
         self._build_optimisation()
         self.step = 0

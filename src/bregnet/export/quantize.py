@@ -348,11 +348,7 @@ def export_int8(
         fp32_bytes = fp32_path.read_bytes()
     export_s = time.perf_counter() - t0
     crops = calibration_crops(meta, calibrate, count=count)
-    norm = meta.preprocess.normalize_numpy
-    bgr = meta.preprocess.color.upper() == "BGR"
-
-    def inputs(c: np.ndarray) -> np.ndarray:
-        return norm(c[..., ::-1] if bgr else c)
+    inputs = meta.preprocess.normalize_numpy   # in the model's colours and normalisation
 
     t1 = time.perf_counter()
     int8_bytes = quantize_onnx(fp32_bytes, inputs(crops.calibrate), method=method)

@@ -22,6 +22,7 @@ the pipeline gives exactly the records of the single-threaded path with the same
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -95,7 +96,11 @@ class TorchBackend:
 
         from ..models import split_outputs
 
-        with torch.inference_mode():
+        from ..models import _fused
+
+        # no kernel compilation at inference unless BREGNET_FUSED=1 (see _fused.eager)
+        with torch.inference_mode(), (contextlib.nullcontext() if _fused.fused_requested()
+                                      else _fused.eager()):
             out = self.model(torch.from_numpy(x).to(self.device))
         logits, va = split_outputs(out, self.num_classes > 0, self.has_va)
         return tuple(None if t is None else t.float().cpu().numpy() for t in (logits, va))  # type: ignore[return-value]
@@ -279,8 +284,6 @@ class Predictor:
                 else crops[i:i + self.batch_size]
             if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
                 raise UsageError(f"crops must be uint8 (N, H, W, 3), got {batch.dtype} {batch.shape}")
-            if self.preprocess.color.upper() == "BGR":
-                batch = batch[..., ::-1]
             x = self.preprocess.normalize_numpy(batch)
             logits, va = self.backend.run(x)
             if self.labels:

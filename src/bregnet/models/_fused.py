@@ -25,6 +25,7 @@ processes, against 1.2 s eagerly (2-core dev VM, torch 2.13 CPU; BENCHMARKS.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -32,8 +33,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["MIN_NUMEL", "add_math", "atan", "fused_call", "fused_enabled", "grad_math", "map_math",
-           "set_fused"]
+__all__ = ["MIN_NUMEL", "add_math", "atan", "eager", "fused_call", "fused_enabled", "fused_requested",
+           "grad_math", "map_math", "set_fused"]
 
 # Smallest tensor (values) for which the compiled kernels are used: single images at inference
 # and the tiny test models stay on the eager path and never pay the compilation.
@@ -158,6 +159,29 @@ def set_fused(enabled: bool | None) -> None:
         _state.reason = None if enabled is not False else "turned off"
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def eager():
+    """In this block (in this thread) the adaptive shortcut runs the plain eager formulas and
+    nothing is compiled. The predictor's PyTorch backend runs in it: compiling costs about 5 s per
+    process (from inductor's cache; 20 s the first time), more than the fused forward saves on
+    any clip shorter than a minute or two, and the fast inference path is ONNX Runtime anyway."""
+    before = getattr(_local, "eager", False)
+    _local.eager = True
+    try:
+        yield
+    finally:
+        _local.eager = before
+
+
+def fused_requested() -> bool:
+    """Whether ``BREGNET_FUSED=1`` asks for the fused kernels even where bregnet would not
+    compile them by default (the predictor's PyTorch backend)."""
+    return os.environ.get(_ENV, "").strip().lower() in ("1", "true", "on", "yes")
+
+
 def fused_enabled() -> bool:
     """Whether the fused kernels are in use (not turned off and not failed)."""
     return _state.is_enabled()
@@ -178,6 +202,8 @@ def usable(*tensors: torch.Tensor) -> bool:
     """Whether the fused kernels apply to these tensors (all large, same device and dtype)."""
     x = tensors[0]
     if x.device.type not in ("cpu", "cuda") or x.dtype not in _DTYPES or x.numel() < MIN_NUMEL:
+        return False
+    if getattr(_local, "eager", False):
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
