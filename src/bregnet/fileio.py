@@ -127,6 +127,17 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], Any], fsync:
         write_fn(tmp)
         if fsync:
             _fsync_path(tmp)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return _install(tmp, path, fsync)
+
+
+def _install(tmp: str | os.PathLike, path: Path, fsync: bool) -> Path:
+    """Rename the finished temporary file ``tmp`` onto ``path`` (removing ``tmp`` if that
+    fails), then flush the folder's entry."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -162,15 +173,7 @@ def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike, fsync: b
         if is_disk_full(exc) or isinstance(exc, FileNotFoundError):
             raise
         return atomic_write(dst, lambda t: shutil.copyfile(src, t), fsync=fsync)  # no hard links here
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if fsync:
-        fsync_dir(dst.parent)
-    return dst
+    return _install(tmp, dst, fsync)
 
 
 @contextlib.contextmanager

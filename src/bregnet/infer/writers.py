@@ -34,7 +34,26 @@ class _Aborted(Exception):
     """Thrown into :func:`atomic_output` to make it discard its temporary file."""
 
 
-class RecordWriter:
+class _ClosesOrAborts:
+    """Context manager: ``close()`` when the block ends normally, ``abort()`` on an exception."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class RecordWriter(_ClosesOrAborts):
     """Base: ``write(frame_result)`` writes its records; ``close()`` puts the file in place,
     ``abort()`` discards it; usable as a context manager (an exception aborts). ``seconds``
     accumulates the time spent formatting and writing. ``overwrite=False`` refuses to replace an
@@ -104,14 +123,6 @@ class RecordWriter:
         else:
             self.close()
 
-    def __enter__(self) -> "RecordWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class CsvWriter(RecordWriter):
@@ -134,7 +145,7 @@ class JsonlWriter(RecordWriter):
         self._fh.write(json.dumps({c: rec[c] for c in self.columns}, ensure_ascii=False) + "\n")
 
 
-class MultiWriter:
+class MultiWriter(_ClosesOrAborts):
     """Fan out to several writers."""
 
     def __init__(self, writers: list[RecordWriter]) -> None:
@@ -162,14 +173,6 @@ class MultiWriter:
         for w in self.writers:
             w.abort()
 
-    def __enter__(self) -> "MultiWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def output_format(target: str | os.PathLike | TextIO) -> str:
