@@ -150,3 +150,33 @@ def test_onnx_path_does_not_import_torch(ckpt, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
     assert len((tmp_path / "o.csv").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], (1, None)),                                  # every frame at full size: the default
+    (["--exact"], (1, None)),
+    (["--fast"], (5, 320)),                           # the speed preset (VIDEO_SPEED)
+    (["--fast", "--det-every", "2", "--det-max-side", "240"], (2, 240)),
+    (["--det-every", "3"], (3, None)),
+])
+def test_video_detection_defaults_to_every_frame_and_fast_is_asked_for(ckpt, two_faces, tmp_path,
+                                                                      monkeypatch, flags, expected):
+    """The fast schedule changed a trained model's labels on a third of the faces of a varied
+    video (BENCHMARKS.md), so it is an explicit choice, not the default."""
+    import bregnet.infer.pipeline as pipeline
+    from bregnet.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_predictions",
+                        lambda *a, **kw: seen.update(kw) or pipeline.RunSummary())
+    assert main(["predict", str(ckpt), str(two_faces), "-o", str(tmp_path / "o.csv"), "--quiet",
+                 *flags]) == 0
+    assert (seen["det_every"], seen["det_side"]) == expected
+
+
+def test_exact_refuses_the_fast_settings(ckpt, two_faces, tmp_path, capsys):
+    from bregnet.cli import main
+
+    for flags in (["--fast"], ["--det-every", "5"]):
+        assert main(["predict", str(ckpt), str(two_faces), "--exact", *flags]) == 2
+        assert "--exact detects on every frame" in capsys.readouterr().err

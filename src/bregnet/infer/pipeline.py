@@ -35,11 +35,13 @@ from .writers import MultiWriter, open_writer, output_format
 __all__ = ["VIDEO_SPEED", "RunSummary", "annotation_targets", "check_outputs", "default_workers",
            "prepare_process", "process_age", "run_predictions"]
 
-#: The speed settings ``bregnet predict`` uses for video unless ``--exact``: whole-frame detection
-#: every ``det_every``-th frame on a copy whose longest side is ``det_side``, the faces refined in
-#: small windows in between (:mod:`bregnet.infer.schedule`). Chosen with
-#: ``benchmarks/bench_infer.py`` as the fastest setting whose labels agree with the exact path's
-#: on at least 99% of faces (BENCHMARKS.md, *Real time*).
+#: The speed settings of ``bregnet predict --fast`` for video: whole-frame detection every
+#: ``det_every``-th frame on a copy whose longest side is ``det_side``, the faces refined in small
+#: windows in between (:mod:`bregnet.infer.schedule`). Not the default: measured with
+#: ``benchmarks/bench_infer.py``, a trained model's labels agreed with every-frame detection's on
+#: only 65% of the faces of a video whose expressions vary (the boxes differ by a few pixels), far
+#: from the 99% a default must reach; every-frame detection with the int8 model agreed on 100%
+#: (BENCHMARKS.md, *Inference pipeline*).
 VIDEO_SPEED: dict[str, int] = {"det_every": 5, "det_side": 320}
 
 
