@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import bregnet.infer.predictor as predictor_module
 from bregnet import Predictor
@@ -33,13 +32,7 @@ TINY = ["model.name=bregnext_custom", "model.args={stages: [[1, 8], [1, 8], [1, 
 # Boxes of the test image (90 x 70): inside, partly outside on the right and bottom, tall, wide.
 BOXES = [(20, 10, 30, 40), (60, 40, 40, 40), (5, 5, 20, 50), (10, 30, 60, 20)]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(seed: int = 0) -> np.ndarray:

@@ -20,14 +20,7 @@ from bregnet.cli import main
 from bregnet.errors import UsageError
 from bregnet.models import create_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tiny models run several times faster on one thread on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name: str, shortcut: str, seed: int = 0):

@@ -43,14 +43,7 @@ def train_argv(out: Path, *extra: str) -> list[str]:
     flags = [e for e in extra if e.startswith("--")]
     return ["train", *CLI_RUN, *overrides, "--out", str(out), "--no-progress", *flags]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from bregnet.errors import ConfigError
 
 TINY = ["model.name=bregnext_custom", "model.args={stages: [[1, 8], [1, 16], [1, 16]], stem_width: 8}"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

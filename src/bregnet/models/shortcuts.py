@@ -96,6 +96,21 @@ def _adaptive_scalars(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, t
     return u, s2
 
 
+def _fused_forward(x: torch.Tensor, u: torch.Tensor, s2: torch.Tensor, r: torch.Tensor | None
+                   ) -> tuple[torch.Tensor | None, torch.memory_format | None]:
+    """``r + g(x)`` (``g(x)`` when ``r`` is None) through the fused kernels, with the memory
+    format they ran in; ``(None, None)`` where they do not apply (then the caller runs eagerly)."""
+    if not _fused.usable(x, *(() if r is None else (r,))):
+        return None, None
+    fmt = _fused.layout(x)
+    if fmt is None:
+        return None, None
+    xf = _fused.flat(x, fmt)
+    out = (_fused.fused_call("map", xf, u, s2) if r is None
+           else _fused.fused_call("add", xf, _fused.flat(r, fmt), u, s2))
+    return (None, None) if out is None else (_fused.unflat(out, x, fmt), fmt)
+
+
 class _AdaptiveArctanFn(torch.autograd.Function):
     """g(x) = arctan(u x) / (u s2), or the unit output r + g(x) when ``r`` is given, with
     hand-written, cancellation-free gradients (:func:`bregnet.models._fused.grad_math`).
@@ -109,16 +124,7 @@ class _AdaptiveArctanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, u: torch.Tensor, s2: torch.Tensor,  # type: ignore[override]
                 r: torch.Tensor | None = None) -> torch.Tensor:
-        ctx.fmt = None
-        out = None
-        if _fused.usable(x, *(() if r is None else (r,))):
-            fmt = _fused.layout(x)
-            if fmt is not None:
-                xf = _fused.flat(x, fmt)
-                flat_out = (_fused.fused_call("map", xf, u, s2) if r is None
-                            else _fused.fused_call("add", xf, _fused.flat(r, fmt), u, s2))
-                if flat_out is not None:
-                    out, ctx.fmt = _fused.unflat(flat_out, x, fmt), fmt
+        out, ctx.fmt = _fused_forward(x, u, s2, r)
         if out is None:
             t = torch.atan(x.to(u.dtype) * u)
             k = 1.0 / (u * s2)
@@ -181,14 +187,10 @@ class AdaptiveArctanShortcut(Shortcut):
             or (r is not None and r.requires_grad))
         if needs_grad and not plain:
             return _AdaptiveArctanFn.apply(x, u, s2, r)
-        if not plain and _fused.usable(x, *(() if r is None else (r,))):
-            fmt = _fused.layout(x)
-            if fmt is not None:
-                xf = _fused.flat(x, fmt)
-                out = (_fused.fused_call("map", xf, u, s2) if r is None
-                       else _fused.fused_call("add", xf, _fused.flat(r, fmt), u, s2))
-                if out is not None:
-                    return _fused.unflat(out, x, fmt)
+        if not plain:
+            out, _ = _fused_forward(x, u, s2, r)
+            if out is not None:
+                return out
         g = torch.atan(x * u.to(x.dtype)) * (1.0 / (u * s2)).to(x.dtype)  # the plain formula
         return g if r is None else r + g
 
