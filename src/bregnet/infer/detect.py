@@ -6,8 +6,9 @@ boxes mapped back), ``score`` is in [0, 1], ``landmarks`` is ``(5, 2)`` or ``Non
 
 Detectors, all offline (nothing is downloaded):
 
-* ``yunet`` (default): YuNet, the libfacedetection CNN compiled into the ``yuface`` package. Gives
-  five landmarks in image order: the eye on the image's left, the eye on the image's right, the
+* ``yunet`` (default): YuNet, the libfacedetection CNN compiled into the ``yuface`` package, run
+  by ONNX Runtime with the library's weights when it is installed (:mod:`bregnet.infer.yunet`),
+  else by the library itself. Gives five landmarks in image order: the eye on the image's left, the eye on the image's right, the
   nose tip, the mouth corner on the image's left, the mouth corner on the image's right.
 * ``haar``: OpenCV's frontal-face Haar cascade shipped in ``cv2.data.haarcascades``. No landmarks;
   its score is a logistic squash of the cascade's level weight (monotone, not calibrated).
@@ -34,6 +35,7 @@ __all__ = [
     "FaceDetector",
     "HaarDetector",
     "NoDetector",
+    "YUNET_BACKENDS",
     "YuNetDetector",
     "make_detector",
 ]
@@ -156,21 +158,18 @@ class _FaceDetectCNN:
     def _load(cls) -> "_FaceDetectCNN | None":
         import ctypes
 
+        from .yunet import libfacedetection
+
+        lib = libfacedetection()
         try:
-            import yuface
-        except ImportError:  # pragma: no cover - yuface is a core dependency
+            fn = lib._Z14facedetect_cnnPhS_iii if lib is not None else None
+        except AttributeError:  # pragma: no cover - another build of the library
+            fn = None
+        if fn is None:
             return None
-        folder = Path(yuface.__file__).parent
-        for lib in sorted(folder.glob("libfacedetection*.so*"), key=lambda p: -len(p.name)):
-            try:
-                fn = ctypes.CDLL(str(lib))._Z14facedetect_cnnPhS_iii
-            except (OSError, AttributeError):
-                continue
-            fn.restype = ctypes.POINTER(ctypes.c_int)
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                           ctypes.c_int]
-            return cls(fn)
-        return None
+        fn.restype = ctypes.POINTER(ctypes.c_int)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        return cls(fn)
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         """``(N, 16)`` int16 rows for a contiguous BGR uint8 image."""
@@ -209,23 +208,36 @@ def _with_omp_threads(n: int | None, fn, *args):
         torch.set_num_threads(prev)
 
 
-class YuNetDetector(FaceDetector):
-    """YuNet (libfacedetection) through ``yuface``: boxes, confidences and five landmarks.
+#: YuNet's implementations: ``onnxruntime`` (the library's weights in an ONNX Runtime graph,
+#: :mod:`bregnet.infer.yunet`; about 6x faster here) and ``libfacedetection`` (the library's own C
+#: code, as compiled into the yuface wheel). ``auto``: the first available.
+YUNET_BACKENDS = ("auto", "onnxruntime", "libfacedetection")
 
-    ``threads`` (default 1) is the number of OpenMP threads for the detector; the default keeps
-    the detector and the model from fighting over the cores of a small or busy machine (on a busy
+
+class YuNetDetector(FaceDetector):
+    """YuNet (libfacedetection, through ``yuface``): boxes, confidences and five landmarks.
+
+    ``threads`` (default 1) is the number of threads for the detector; the default keeps the
+    detector and the model from fighting over the cores of a small or busy machine (on a busy
     2-core machine two threads made detection up to 8x slower, on an idle one they gain ~15%).
-    ``None`` leaves the process setting.
+    ``None`` leaves the process setting. ``backend`` (one of :data:`YUNET_BACKENDS`; default
+    ``auto``, or the environment variable ``BREGNET_YUNET_BACKEND``) chooses who runs the
+    network: the same weights and decoding either way; ONNX Runtime keeps the boxes' fractions
+    where the library truncates them to whole pixels.
     """
 
     name = "yunet"
 
     def __init__(self, score_threshold: float = 0.5, max_side: int | None = 640,
-                 min_size: int = 0, threads: int | None = 1) -> None:
+                 min_size: int = 0, threads: int | None = 1, backend: str | None = None) -> None:
         self.threads = threads
         # yuface itself warns (and degrades) above 960 pixels; never give it more.
         max_side = min(int(max_side or 960), 960)
         super().__init__(score_threshold, max_side, min_size)
+        backend = (backend or os.environ.get("BREGNET_YUNET_BACKEND") or "auto").lower()
+        if backend not in YUNET_BACKENDS:
+            raise UsageError(f"unknown YuNet backend {backend!r}; choose one of "
+                             f"{', '.join(YUNET_BACKENDS)}")
         if "yuface" not in sys.modules:
             # yuface brings its own OpenMP runtime; its default busy-waiting fights with PyTorch's
             # threads between calls (several times slower detection on a busy machine). Passive
@@ -235,9 +247,23 @@ class YuNetDetector(FaceDetector):
             import yuface
         except ImportError as exc:  # pragma: no cover - yuface is a core dependency
             raise UsageError(f"the yunet detector needs the 'yuface' package ({exc})") from None
+        self._runtime = None
+        if backend != "libfacedetection":
+            from .yunet import YuNetRuntime
+
+            self._runtime = YuNetRuntime.get(threads)
+            if self._runtime is None and backend == "onnxruntime":
+                raise UsageError("the onnxruntime YuNet backend needs the 'onnxruntime' package "
+                                 "(pip install 'bregnet[onnx]') and yuface's libfacedetection")
+        self.backend = "onnxruntime" if self._runtime is not None else "libfacedetection"
         self._detect_raw = _FaceDetectCNN.get() or yuface.c_detect
 
     def _detect(self, rgb: np.ndarray) -> list[Detection]:
+        if self._runtime is not None:
+            # rows: score (0-1), x, y, w, h, 5 landmark (x, y) pairs (float32)
+            raw = self._runtime(rgb, self.score_threshold)
+            return [Detection((float(r[1]), float(r[2]), float(r[3]), float(r[4])), float(r[0]),
+                              r[5:15].reshape(5, 2).copy()) for r in raw]
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         # Rows: confidence (0-100), x, y, w, h, 5 landmark (x, y) pairs, -1 (int16).
         raw = np.asarray(_with_omp_threads(self.threads, self._detect_raw, bgr))
@@ -245,6 +271,10 @@ class YuNetDetector(FaceDetector):
         return [Detection((float(r[1]), float(r[2]), float(r[3]), float(r[4])),
                           float(r[0]) / 100.0, r[5:15].reshape(5, 2).copy())
                 for r in raw]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(score_threshold={self.score_threshold}, "
+                f"max_side={self.max_side}, backend={self.backend!r})")
 
 
 class HaarDetector(FaceDetector):

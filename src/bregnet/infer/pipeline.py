@@ -38,10 +38,10 @@ __all__ = ["VIDEO_SPEED", "RunSummary", "annotation_targets", "check_outputs", "
 #: The speed settings of ``bregnet predict --fast`` for video: whole-frame detection every
 #: ``det_every``-th frame on a copy whose longest side is ``det_side``, the faces refined in small
 #: windows in between (:mod:`bregnet.infer.schedule`). Not the default: measured with
-#: ``benchmarks/bench_infer.py``, a trained model's labels agreed with every-frame detection's on
-#: only 65% of the faces of a video whose expressions vary (the boxes differ by a few pixels), far
-#: from the 99% a default must reach; every-frame detection with the int8 model agreed on 100%
-#: (BENCHMARKS.md, *Inference pipeline*).
+#: ``benchmarks/bench_infer.py`` on a video whose expressions vary, a trained ``bregnext50``'s
+#: labels agreed with every-frame detection's on 91% of the faces (the boxes differ by a few
+#: pixels), far from the 99% a default must reach; every-frame detection with its int8 model
+#: agreed on 99.5%, at 59-67 frames/s whole process (BENCHMARKS.md, *Inference pipeline*).
 VIDEO_SPEED: dict[str, int] = {"det_every": 5, "det_side": 320}
 
 
