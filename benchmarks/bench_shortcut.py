@@ -13,6 +13,13 @@ without a C++ compiler runs).
         [--device cpu|cuda] [--shortcuts identity arctan adaptive adaptive-eager]
         [--precisions fp32 bf16] [--formats nchw nhwc] [--cpu-time] [--profile]
 
+``--isolate`` times the shortcut's own work on the unit shapes of a real step, apart from the
+convolutions: every adaptive shortcut call of one bregnext50 step is replayed (forward of the
+unit's output ``r + g(x)`` and its gradients for x, r, a and c, through the same autograd
+function), against the identity's ``r + x``, as the minimum over repetitions of the whole set;
+its cost is that difference over the identity network's fastest step. Minimums of short, many
+times repeated timings are far steadier on a shared VM than the ratio of two step timings.
+
 ``--profile`` also runs one training step of every variant under ``torch.profiler`` and prints
 where its time goes (convolutions, batch norm, ELU, the shortcut's fused kernels and their Python
 wrapper, ...): the shortcut's share of a step measured inside one step, which machine noise
@@ -29,6 +36,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from bregnet.engine.memory import keep_freed_memory
 from bregnet.models import _fused, create_model
 
 CLOCK = time.perf_counter
@@ -85,6 +93,12 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=["nchw"], choices=list(FORMATS))
     ap.add_argument("--skip-forward", action="store_true", help="time training steps only")
     ap.add_argument("--profile", action="store_true", help="where one training step's time goes")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (the trainer keeps freed memory on the CPU: "
+                         "bregnet.engine.memory)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="the shortcut's own time on the unit shapes of a step (min of repeats)")
+    ap.add_argument("--isolate-repeats", type=int, default=15)
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the process's CPU time instead of the wall clock: steadier on "
                          "a machine shared with other jobs (use with --threads 1)")
@@ -93,6 +107,8 @@ def main() -> None:
         CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cpu" and not args.system_malloc:   # what Trainer.fit does on the CPU
+        print(f"allocator: {keep_freed_memory()}")
     torch.manual_seed(0)
     dev = args.device
     y = torch.randint(0, 8, (args.batch,), device=dev)
@@ -169,6 +185,8 @@ def main() -> None:
               f"{cost(trn, v):>10} {speedup(fwd, v):>6} {speedup(trn, v):>8}")
     if args.profile:
         profile_steps(variants, train_step)
+    if args.isolate:
+        isolate(args, trn, fwd, dev)
     print("cost = median over rounds of identity img/s / variant img/s - 1 (same precision, format); "
           "x = speed-up over fp32 nchw")
     for v in variants:  # the spread of the paired ratios says how far to trust the medians
@@ -179,6 +197,86 @@ def main() -> None:
             if fwd[v]:
                 print(f"  fwd cost per round,   {' '.join(v)}: "
                       + " ".join(f"{b / a - 1:+.1%}" for a, b in zip(fwd[v], fwd[base])))
+
+
+def unit_calls(batch: int, dev: str) -> list[tuple[torch.Size, bool]]:
+    """(input shape, has a residual r) of every adaptive shortcut call in one bregnext50
+    forward at ``batch`` x 3 x 64 x 64."""
+    from bregnet.models.shortcuts import AdaptiveArctanShortcut
+
+    calls: list[tuple[torch.Size, bool]] = []
+    original = AdaptiveArctanShortcut._map
+
+    def record(self, x, r):
+        calls.append((x.shape, r is not None))
+        return original(self, x, r)
+
+    AdaptiveArctanShortcut._map = record
+    try:
+        with torch.no_grad():
+            create_model("bregnext50").to(dev).eval()(torch.randn(batch, 3, 64, 64, device=dev))
+    finally:
+        AdaptiveArctanShortcut._map = original
+    return calls
+
+
+def isolate(args, trn: dict, fwd: dict, dev: str) -> None:
+    """Replay one step's shortcut calls alone: adaptive vs identity, train and inference."""
+    from bregnet.models.shortcuts import AdaptiveArctanShortcut
+
+    calls = unit_calls(args.batch, dev)
+    sc = AdaptiveArctanShortcut().to(dev)
+    print(f"isolated shortcut work: {len(calls)} calls per step "
+          f"({sum(r for _, r in calls)} with the residual add), "
+          f"{sum(torch.Size(s).numel() for s, _ in calls) / args.batch / 1e6:.2f} M values per image")
+    for prec in args.precisions:
+        dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+        gen = torch.Generator(device=dev).manual_seed(0)
+        data = [(torch.randn(s, device=dev, dtype=dtype, generator=gen).requires_grad_(),
+                 torch.randn(s, device=dev, dtype=dtype, generator=gen).requires_grad_() if r else None,
+                 torch.randn(s, device=dev, dtype=dtype, generator=gen)) for s, r in calls]
+
+        def adaptive_train() -> None:
+            for x, r, g in data:
+                out = sc.residual(r, x) if r is not None else sc(x)
+                wrt = (x, sc.a, sc.c) + ((r,) if r is not None else ())
+                torch.autograd.grad(out, wrt, g)
+
+        def identity_train() -> None:
+            for x, r, g in data:
+                if r is not None:   # the identity's map is x itself: no work at all
+                    torch.autograd.grad(r + x, (x, r), g)
+
+        def adaptive_infer() -> None:
+            with torch.no_grad():
+                for x, r, _ in data:
+                    sc.residual(r, x) if r is not None else sc(x)
+
+        def identity_infer() -> None:
+            with torch.no_grad():
+                for x, r, _ in data:
+                    if r is not None:
+                        r + x
+
+        fns = {"adaptive train": adaptive_train, "identity train": identity_train,
+               "adaptive infer": adaptive_infer, "identity infer": identity_infer}
+        for fn in fns.values():
+            fn()   # warm-up (compiles the kernels for this dtype if needed)
+        times: dict = {name: [] for name in fns}
+        for _ in range(args.isolate_repeats):   # interleaved, so that slow phases hit all alike
+            for name, fn in fns.items():
+                times[name].append(timed(fn, dev))
+        best = {name: min(t) for name, t in times.items()}
+        step = {"train": trn.get(("identity", prec, "nchw")), "infer": fwd.get(("identity", prec, "nchw"))}
+        for kind in ("train", "infer"):
+            extra = best[f"adaptive {kind}"] - best[f"identity {kind}"]
+            line = (f"  {prec} {kind}: adaptive {1e3 * best[f'adaptive {kind}']:.1f} ms, identity "
+                    f"{1e3 * best[f'identity {kind}']:.1f} ms per step: +{1e3 * extra:.1f} ms")
+            if step[kind]:
+                fastest = args.batch / max(step[kind])  # one batch of the fastest identity round
+                line += (f" = {extra / fastest:+.1%} of the identity network's fastest "
+                         f"{'step' if kind == 'train' else 'forward'} ({1e3 * fastest:.0f} ms)")
+            print(line)
 
 
 def profile_steps(variants: list, train_step) -> None:

