@@ -19,9 +19,10 @@ if [[ "$DEVICE" == cuda ]]; then
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
     $PY -c "import torch, sys; ok = torch.cuda.is_available(); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if ok else 'NO CUDA DEVICE'); sys.exit(0 if ok else 1)"
 fi
-echo "== 1. shortcut cost: identity / arctan / adaptive (fused) / adaptive-eager, fp32 and bf16, NCHW and NHWC"
+echo "== 1. shortcut cost: identity / arctan / adaptive (fused) / adaptive-eager, fp32 and bf16, NCHW and NHWC; the shortcut alone (--isolate)"
 timeout $LIMIT $PY benchmarks/bench_shortcut.py --device "$DEVICE" $SC \
     --shortcuts identity arctan adaptive adaptive-eager --precisions fp32 bf16 --formats nchw nhwc \
+    --isolate --isolate-repeats 10 \
     || echo "(step 1 failed or ran out of time: exit $?)"
 echo "== 2. training throughput through the Trainer: bregnext50 vs the identity layout, eager"
 timeout $LIMIT $PY benchmarks/bench_train.py --device "$DEVICE" $TR --models bregnext50 resnet-layout50 \
